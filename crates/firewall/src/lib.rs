@@ -1,0 +1,1 @@
+//! caffe-sandbox-firewall (skeleton; filled in by its owner).

@@ -1,0 +1,1 @@
+//! caffe-sandbox-jail (skeleton; filled in by its owner).

@@ -1,0 +1,1 @@
+//! caffe-sandbox-preprocess (skeleton; filled in by its owner).

@@ -1,0 +1,1 @@
+//! caffe-sandbox-protocol (skeleton; filled in by its owner).

@@ -1,0 +1,1 @@
+//! caffe-sandbox-supervisor (skeleton; filled in by its owner).
