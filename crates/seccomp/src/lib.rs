@@ -1,0 +1,1 @@
+//! caffe-sandbox-seccomp (skeleton).
