@@ -127,7 +127,7 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImageF32> 
             limit: limits.max_input_bytes,
         });
     }
-    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+    let reader = |check_dims: bool| -> Result<ImageReader<Cursor<&[u8]>>> {
         let mut r = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| Error::ImageDecode {
@@ -138,25 +138,77 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImageF32> 
             return Err(Error::UnsupportedFormat);
         }
         let mut l = Limits::default();
-        l.max_image_width = Some(limits.max_width);
-        l.max_image_height = Some(limits.max_height);
+        if check_dims {
+            l.max_image_width = Some(limits.max_width);
+            l.max_image_height = Some(limits.max_height);
+        }
         l.max_alloc = Some(limits.max_alloc);
         r.limits(l);
         Ok(r)
     };
-    let format = reader()?
+    let format = reader(true)?
         .format()
         .map(|f| format!("{f:?}"))
         .unwrap_or_default();
     let map = |e: ImageError| map_image_error(e, &format, limits);
 
-    // Header only: refuse a bomb before the decoder allocates pixels.
-    let (w, h) = reader()?.into_dimensions().map_err(map)?;
+    // Header only, so that the error can name the dimension and its value:
+    // refuse a bomb before the decoder allocates pixels. (The decoder's own
+    // dimension limits would refuse it too, without saying which side.)
+    let (w, h) = reader(false)?.into_dimensions().map_err(map)?;
     check_dims(u64::from(w), u64::from(h), limits)?;
 
-    let img = reader()?.decode().map_err(map)?;
+    if format == "Jpeg" {
+        check_jpeg_complete(bytes)?;
+    }
+    let img = reader(true)?.decode().map_err(map)?;
     check_dims(u64::from(img.width()), u64::from(img.height()), limits)?;
     Ok(dynamic_to_f32(img))
+}
+
+/// The JPEG decoder fills a truncated scan with gray instead of failing.
+/// PIL (and so skimage / pycaffe) refuses truncated files, and so do we: walk
+/// the marker segments to the first start-of-scan (skipping APPn segments,
+/// which may hold an EXIF thumbnail with markers of its own) and require an
+/// end-of-image marker after it. In entropy-coded data 0xFF is stuffed as
+/// `FF 00`, so `FF D9` there is a real marker.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let bad = |message: &str| Error::ImageDecode {
+        format: "Jpeg".into(),
+        message: message.to_owned(),
+    };
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err(bad("missing start-of-image marker"));
+    }
+    let mut pos = 2usize;
+    let sos = loop {
+        // Skip fill bytes.
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return Err(bad("truncated or corrupt before the first scan"));
+        };
+        match marker {
+            0xDA => break pos,
+            0x01 | 0xD0..=0xD7 => pos += 2,
+            0xD9 => return Err(bad("end-of-image marker before any scan")),
+            _ => {
+                let len = match bytes.get(pos + 2..pos + 4) {
+                    Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])),
+                    None => return Err(bad("truncated segment header")),
+                };
+                if len < 2 {
+                    return Err(bad("corrupt segment length"));
+                }
+                pos += 2 + len;
+            }
+        }
+    };
+    if !bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(bad("truncated: no end-of-image marker after the scan data"));
+    }
+    Ok(())
 }
 
 fn check_dims(w: u64, h: u64, limits: &DecodeLimits) -> Result<()> {
