@@ -1,0 +1,4 @@
+pub fn main() -> i32 {
+    eprintln!("PROBE-OK hello");
+    0
+}

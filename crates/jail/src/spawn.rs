@@ -1,0 +1,520 @@
+//! The supervisor side of [`spawn`].
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::proto::{self, Decoded, Stage2Msg, Stage2Spec};
+use crate::sys::{self, check};
+use crate::userns::{self, ChildPlan};
+use crate::{cgroup, stage2, JailError, Layer, LayerReport, LayerState, SandboxSpec, StdoutMode};
+
+/// A sandboxed process.
+#[derive(Debug)]
+pub struct Sandboxed {
+    /// Pid in the supervisor's pid namespace (pid 1 inside).
+    pub pid: libc::pid_t,
+    /// pidfd for race-free wait/kill (`CLOEXEC`).
+    pub pidfd: OwnedFd,
+    /// Read end of the target's stderr pipe (`CLOEXEC`). Read it with a byte cap.
+    pub stderr: OwnedFd,
+    /// Read end of the stdout pipe when [`StdoutMode::Pipe`] was requested.
+    pub stdout: Option<OwnedFd>,
+    /// The layers in force.
+    pub layers: LayerReport,
+    /// Wall time from `spawn` entry to the confirmed exec.
+    pub spawn_time: Duration,
+}
+
+/// How a sandboxed process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Normal exit with a code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl Sandboxed {
+    /// Send a signal through the pidfd (no pid-reuse race).
+    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+        sys::pidfd_send_signal(self.pidfd.as_raw_fd(), sig)
+    }
+
+    /// SIGKILL pid 1 of the sandbox (the kernel then kills every process of its pid namespace).
+    pub fn kill(&self) -> io::Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// Block until the process exits and reap it (`waitid(P_PIDFD)`).
+    pub fn wait(&self) -> io::Result<ExitStatus> {
+        wait_pidfd(self.pidfd.as_raw_fd(), 0).map(|s| s.expect("blocking waitid returns a status"))
+    }
+
+    /// Reap if exited; `None` while running.
+    pub fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
+        wait_pidfd(self.pidfd.as_raw_fd(), libc::WNOHANG)
+    }
+}
+
+fn wait_pidfd(pidfd: RawFd, extra: libc::c_int) -> io::Result<Option<ExitStatus>> {
+    loop {
+        // SAFETY: siginfo_t is plain data, zeroed is valid; waitid writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD (3) with a valid pidfd and a valid siginfo pointer.
+        let r = unsafe {
+            libc::waitid(
+                3 as libc::idtype_t,
+                pidfd as libc::id_t,
+                &mut info,
+                libc::WEXITED | extra,
+            )
+        };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled `info` for a child state change (or left si_pid 0 with WNOHANG).
+        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(if code == libc::CLD_EXITED {
+            ExitStatus::Code(status)
+        } else {
+            ExitStatus::Signal(status)
+        }));
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), JailError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-int array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(|e| JailError::sys("pipe2", e))?;
+    // SAFETY: pipe2 just returned two new fds that nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sealed_memfd(data: &[u8]) -> Result<OwnedFd, JailError> {
+    let name = c"caffe-sandbox-jail-spec";
+    // SAFETY: valid name; flags are constants.
+    let fd = check(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })
+    .map_err(|e| JailError::sys("memfd_create", e))?;
+    // SAFETY: memfd_create returned a fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)
+        .map_err(|e| JailError::sys("write spec memfd", e))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on an fd we own.
+    check(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) })
+        .map_err(|e| JailError::sys("seal spec memfd", e))?;
+    Ok(OwnedFd::from(f))
+}
+
+fn ns_inodes() -> BTreeMap<String, u64> {
+    ["user", "pid", "net", "mnt", "ipc", "uts", "cgroup"]
+        .iter()
+        .filter_map(|n| {
+            std::fs::metadata(format!("/proc/self/ns/{n}"))
+                .ok()
+                .map(|m| (n.to_string(), m.ino()))
+        })
+        .collect()
+}
+
+fn validate_abs(p: &Path, what: &str) -> Result<(), JailError> {
+    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(JailError::InvalidSpec(format!(
+            "{what} {} must be an absolute path without ..",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), JailError> {
+    validate_abs(&spec.program, "program")?;
+    for p in spec
+        .ro_paths
+        .iter()
+        .chain(&spec.ro_noexec_paths)
+        .chain(&spec.dev_nodes)
+    {
+        validate_abs(p, "path")?;
+    }
+    if let Some(s) = &spec.scratch {
+        validate_abs(&s.path, "scratch path")?;
+        if s.path == Path::new("/") {
+            return Err(JailError::InvalidSpec("scratch cannot be /".into()));
+        }
+        if s.size_bytes == 0 {
+            return Err(JailError::InvalidSpec("scratch size must be > 0".into()));
+        }
+    }
+    let mut targets: Vec<RawFd> = spec.pass_fds.iter().map(|(_, t)| *t).collect();
+    targets.sort_unstable();
+    if targets.windows(2).any(|w| w[0] == w[1]) {
+        return Err(JailError::InvalidSpec(
+            "two passed fds share a target number".into(),
+        ));
+    }
+    if targets.iter().any(|&t| t < 3 || t > 1023) {
+        return Err(JailError::InvalidSpec(
+            "passed fd targets must be in 3..=1023 (0-2 are stdio)".into(),
+        ));
+    }
+    if let Some(n) = spec.limits.nofile {
+        if targets.last().is_some_and(|&t| t as u64 >= n) {
+            return Err(JailError::InvalidSpec(
+                "RLIMIT_NOFILE must exceed the highest passed fd".into(),
+            ));
+        }
+    }
+    if spec.hostname.len() > 64 {
+        return Err(JailError::InvalidSpec(
+            "hostname longer than 64 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn simulated(spec: &SandboxSpec) -> std::collections::BTreeSet<Layer> {
+    #[cfg(feature = "test-hooks")]
+    {
+        spec.test_simulate_unavailable.clone()
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        let _ = spec;
+        std::collections::BTreeSet::new()
+    }
+}
+
+/// Start `spec.program` in a sandbox. Returns once stage 2 has applied every layer and the target's
+/// `execve` succeeded; fails closed with [`JailError::LayerUnavailable`] for a layer that cannot be applied
+/// and is not listed in `spec.allow_weaker`. Call it from a long-lived thread (see [`crate::Spawner`]).
+pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
+    let t0 = Instant::now();
+    validate(spec)?;
+    let simulate = simulated(spec);
+    let mut parent_layers = LayerReport::default();
+
+    // cgroup v2: decided before anything is created.
+    let cg_plan = match &spec.cgroup {
+        None => {
+            parent_layers.set(Layer::CgroupV2, LayerState::not_available("not requested"));
+            None
+        }
+        Some(limits) => match cgroup::prepare(limits) {
+            Ok(plan) => Some(plan),
+            Err(cause) => {
+                if !spec.allow_weaker.contains(&Layer::CgroupV2) {
+                    return Err(JailError::LayerUnavailable {
+                        layer: Layer::CgroupV2,
+                        cause,
+                    });
+                }
+                parent_layers.set(Layer::CgroupV2, LayerState::not_available(cause));
+                None
+            }
+        },
+    };
+    parent_layers.set(
+        Layer::Seccomp,
+        LayerState::Delegated {
+            reason: "installed by the worker after library init; confirmed by the caller".into(),
+        },
+    );
+
+    // Stage-2 executable, opened now (O_PATH) so a replaced file cannot be swapped in.
+    let exe_path = spec
+        .stage2_exe
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let exe = std::fs::File::options()
+        .read(true)
+        .custom_flags_opath()
+        .open(&exe_path)
+        .map_err(|e| {
+            JailError::sys(format!("open stage 2 executable {}", exe_path.display()), e)
+        })?;
+
+    let (sync_r, sync_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let stdout_pipe = if spec.stdout == StdoutMode::Pipe {
+        Some(pipe()?)
+    } else {
+        None
+    };
+
+    // SAFETY: trivial getter.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let with_userns = !simulate.contains(&Layer::UserNs);
+    let stage2 = Stage2Spec {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        ro_paths: spec.ro_paths.clone(),
+        ro_noexec_paths: spec.ro_noexec_paths.clone(),
+        dev_nodes: spec.dev_nodes.clone(),
+        proc: spec.proc,
+        scratch: spec.scratch.clone(),
+        pass_fds: spec
+            .pass_fds
+            .iter()
+            .map(|(fd, t)| (fd.as_raw_fd(), *t))
+            .collect(),
+        stderr_fd: stderr_w.as_raw_fd(),
+        stdout: spec.stdout,
+        stdout_fd: stdout_pipe.as_ref().map(|(_, w)| w.as_raw_fd()),
+        report_fd: report_w.as_raw_fd(),
+        limits: spec.limits.clone(),
+        allow_weaker: spec.allow_weaker.clone(),
+        hostname: spec.hostname.clone(),
+        drop_groups: is_root,
+        userns: with_userns,
+        parent_ns: ns_inodes(),
+        parent_layers: parent_layers.clone(),
+        simulate_unavailable: simulate.clone(),
+    };
+    let spec_bytes = serde_json::to_vec(&stage2)
+        .map_err(|e| JailError::Setup(format!("serialize spec: {e}")))?;
+    let memfd = sealed_memfd(&spec_bytes)?;
+
+    let mut inherit = vec![
+        memfd.as_raw_fd(),
+        report_w.as_raw_fd(),
+        stderr_w.as_raw_fd(),
+    ];
+    if let Some((_, w)) = &stdout_pipe {
+        inherit.push(w.as_raw_fd());
+    }
+    inherit.extend(spec.pass_fds.iter().map(|(fd, _)| fd.as_raw_fd()));
+
+    let argv: Vec<CString> = vec![
+        CString::new("caffe-sandbox-jail-stage2").expect("no NUL"),
+        CString::new(stage2::STAGE2_ARG).expect("no NUL"),
+        CString::new(memfd.as_raw_fd().to_string()).expect("no NUL"),
+    ];
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let plan = ChildPlan {
+        exe_fd: exe.as_raw_fd(),
+        _argv: argv,
+        argv_ptrs,
+        envp_ptrs: vec![std::ptr::null()],
+        sync_r: sync_r.as_raw_fd(),
+        sync_w: sync_w.as_raw_fd(),
+        report_w: report_w.as_raw_fd(),
+        inherit,
+        drop_groups: is_root && with_userns,
+    };
+
+    if !with_userns && !spec.allow_weaker.contains(&Layer::UserNs) {
+        return Err(JailError::LayerUnavailable {
+            layer: Layer::UserNs,
+            cause: "simulated for tests".into(),
+        });
+    }
+    let (pid, pidfd) =
+        match userns::clone_into_namespaces(userns::namespace_flags(with_userns), &plan) {
+            Ok(v) => v,
+            Err(e)
+                if with_userns
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)
+                    ) =>
+            {
+                return Err(JailError::LayerUnavailable {
+                    layer: Layer::UserNs,
+                    cause: format!("clone3(CLONE_NEWUSER|namespaces): {e}"),
+                });
+            }
+            Err(e) => return Err(JailError::sys("clone3", e)),
+        };
+    // SAFETY: clone3 returned a fresh pidfd owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop(sync_r);
+    drop(report_w);
+    drop(stderr_w);
+    let stdout_r = stdout_pipe.map(|(r, w)| {
+        drop(w);
+        r
+    });
+    drop(memfd);
+
+    let abort = |err: JailError| -> JailError {
+        let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = wait_pidfd(pidfd.as_raw_fd(), 0);
+        err
+    };
+
+    let mut layers_from_parent = parent_layers;
+    if with_userns {
+        match userns::write_id_maps(pid) {
+            Ok((uid, gid, _)) => layers_from_parent.set(
+                Layer::UserNs,
+                LayerState::enforced(format!("ns uid/gid 0 = host {uid}/{gid}")),
+            ),
+            Err(e) => {
+                return Err(abort(JailError::LayerUnavailable {
+                    layer: Layer::UserNs,
+                    cause: e.to_string(),
+                }));
+            }
+        }
+    } else {
+        layers_from_parent.set(
+            Layer::UserNs,
+            LayerState::weakened("simulated unavailability (test hook)"),
+        );
+    }
+    if let Some(plan) = &cg_plan {
+        match plan.attach(pid) {
+            Ok(detail) => layers_from_parent.set(Layer::CgroupV2, LayerState::enforced(detail)),
+            Err(cause) => {
+                if !spec.allow_weaker.contains(&Layer::CgroupV2) {
+                    return Err(abort(JailError::LayerUnavailable {
+                        layer: Layer::CgroupV2,
+                        cause,
+                    }));
+                }
+                layers_from_parent.set(Layer::CgroupV2, LayerState::weakened(cause));
+            }
+        }
+    }
+
+    // Release the child.
+    let mut w = std::fs::File::from(sync_w);
+    if let Err(e) = w.write_all(b"G") {
+        return Err(abort(JailError::sys("release clone child", e)));
+    }
+    drop(w);
+    drop(exe);
+
+    // Read the report until EOF (exec succeeded or stage 2 died) or timeout.
+    let buf = match read_to_eof(&report_r, spec.setup_timeout) {
+        Ok(b) => b,
+        Err(e) => return Err(abort(e)),
+    };
+    let msgs = match proto::decode_all(&buf) {
+        Ok(m) => m,
+        Err(e) => return Err(abort(JailError::Setup(e))),
+    };
+    let mut report = None;
+    for m in msgs {
+        match m {
+            Decoded::ChildExecFailed(errno) => {
+                return Err(abort(JailError::Setup(format!(
+                    "exec of stage 2 ({}) failed: {}",
+                    exe_path.display(),
+                    io::Error::from_raw_os_error(errno)
+                ))))
+            }
+            Decoded::Msg(Stage2Msg::Unavailable { layer, cause }) => {
+                return Err(abort(JailError::LayerUnavailable { layer, cause }))
+            }
+            Decoded::Msg(Stage2Msg::SetupFailed(s)) => return Err(abort(JailError::Setup(s))),
+            Decoded::Msg(Stage2Msg::ExecFailed(s)) => return Err(abort(JailError::Exec(s))),
+            Decoded::Msg(Stage2Msg::Ready(r)) => report = Some(r),
+        }
+    }
+    let Some(mut report) = report else {
+        let status = wait_pidfd(pidfd.as_raw_fd(), 0).ok().flatten();
+        return Err(JailError::Setup(format!(
+            "stage 2 ended without a report (status {status:?})"
+        )));
+    };
+    for (l, s) in layers_from_parent.layers {
+        report.set(l, s);
+    }
+    Ok(Sandboxed {
+        pid,
+        pidfd,
+        stderr: stderr_r,
+        stdout: stdout_r,
+        layers: report,
+        spawn_time: t0.elapsed(),
+    })
+}
+
+fn read_to_eof(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, JailError> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(JailError::Timeout(timeout));
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe {
+            libc::poll(
+                &mut pfd,
+                1,
+                left.as_millis().min(i32::MAX as u128) as libc::c_int,
+            )
+        };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(JailError::sys("poll report pipe", e));
+        }
+        if r == 0 {
+            continue;
+        }
+        // SAFETY: reading into a stack buffer of the given length.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                chunk.as_mut_ptr() as *mut libc::c_void,
+                chunk.len(),
+            )
+        };
+        if n == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(JailError::sys("read report pipe", e));
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk[..n as usize]);
+        if out.len() > proto::MAX_FRAME * 2 {
+            return Err(JailError::Setup("stage 2 report too large".into()));
+        }
+    }
+}
+
+trait OpenOptionsExt2 {
+    fn custom_flags_opath(&mut self) -> &mut Self;
+}
+
+impl OpenOptionsExt2 for std::fs::OpenOptions {
+    fn custom_flags_opath(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+    }
+}
