@@ -206,3 +206,18 @@ fn preprocess_config_default_matches_toml_default() {
         parse("[preprocess]\n").unwrap().preprocess
     );
 }
+
+#[test]
+fn shipped_open_nsfw_model_toml_and_labels_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/open_nsfw");
+    let c = ModelConfig::load_from_dir(&dir).unwrap();
+    assert_eq!(
+        c.model.weights.as_deref(),
+        Some("resnet_50_1by2_nsfw.caffemodel")
+    );
+    assert_eq!(c.preprocess.resize, Some([256, 256]));
+    assert_eq!(c.preprocess.mean, Some(vec![104.0, 117.0, 123.0]));
+    let labels =
+        caffe_sandbox_preprocess::read_labels(&c.labels_path(&dir).unwrap().unwrap()).unwrap();
+    assert_eq!(labels, vec!["sfw", "nsfw"]);
+}
