@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let workspace = manifest.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
+    let workspace = manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
     println!("cargo:rerun-if-env-changed=CAFFE_PREFIX");
     let prefix = std::env::var_os("CAFFE_PREFIX")
         .map(PathBuf::from)
@@ -41,16 +45,35 @@ fn main() {
         .compile("caffe_shim");
     // libcaffe has no libcaffe.so.1 soname link; link the real file by its full name.
     println!("cargo:rustc-link-search=native={}", libdir.display());
-    println!("cargo:rustc-link-search=native={}", prefix.join("usr/lib").display());
+    println!(
+        "cargo:rustc-link-search=native={}",
+        prefix.join("usr/lib").display()
+    );
     println!("cargo:rustc-link-arg=-Wl,-rpath-link,{}", libdir.display());
-    println!("cargo:rustc-link-arg=-Wl,-rpath-link,{}", prefix.join("usr/lib").display());
-    println!("cargo:rustc-link-arg={}", libdir.join("libcaffe.so.1.0.0").display());
-    println!("cargo:rustc-link-arg={}", libdir.join("libprotobuf.so.23").display());
-    println!("cargo:rustc-link-arg={}", libdir.join("libglog.so.0").display());
+    println!(
+        "cargo:rustc-link-arg=-Wl,-rpath-link,{}",
+        prefix.join("usr/lib").display()
+    );
+    println!(
+        "cargo:rustc-link-arg={}",
+        libdir.join("libcaffe.so.1.0.0").display()
+    );
+    println!(
+        "cargo:rustc-link-arg={}",
+        libdir.join("libprotobuf.so.23").display()
+    );
+    println!(
+        "cargo:rustc-link-arg={}",
+        libdir.join("libglog.so.0").display()
+    );
     println!("cargo:rustc-link-lib=dylib=stdc++");
     // The binaries find the libraries at run time through LD_LIBRARY_PATH set by the supervisor (inside the
     // sandbox the prefix is bound read-only at the same path); rpath is set too for direct runs.
     // DT_RPATH (not RUNPATH) so that it also applies to libcaffe's own dependencies.
     println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}:{}", libdir.display(), prefix.join("usr/lib").display());
+    println!(
+        "cargo:rustc-link-arg=-Wl,-rpath,{}:{}",
+        libdir.display(),
+        prefix.join("usr/lib").display()
+    );
 }

@@ -34,7 +34,12 @@ extern "C" {
     fn cs_net_num_outputs(net: *const CsNet) -> c_int;
     fn cs_net_input_name(net: *const CsNet, i: c_int) -> *const c_char;
     fn cs_net_output_name(net: *const CsNet, i: c_int) -> *const c_char;
-    fn cs_net_blob_shape(net: *const CsNet, name: *const c_char, dims: *mut c_int, max_axes: c_int) -> c_int;
+    fn cs_net_blob_shape(
+        net: *const CsNet,
+        name: *const c_char,
+        dims: *mut c_int,
+        max_axes: c_int,
+    ) -> c_int;
     fn cs_net_set_input(
         net: *mut CsNet,
         name: *const c_char,
@@ -46,7 +51,12 @@ extern "C" {
         err_len: usize,
     ) -> c_int;
     fn cs_net_forward(net: *mut CsNet, err: *mut c_char, err_len: usize) -> c_int;
-    fn cs_net_blob_data(net: *const CsNet, name: *const c_char, out: *mut f32, count: usize) -> c_int;
+    fn cs_net_blob_data(
+        net: *const CsNet,
+        name: *const c_char,
+        out: *mut f32,
+        count: usize,
+    ) -> c_int;
 }
 
 /// Errors Caffe reports without aborting.
@@ -86,7 +96,9 @@ pub fn init(min_log_level: i32, hook: FatalHook) -> Result<(), EngineError> {
 /// Caffe's version string.
 pub fn caffe_version() -> String {
     // SAFETY: returns a pointer to a static NUL-terminated string.
-    unsafe { CStr::from_ptr(cs_caffe_version()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(cs_caffe_version()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn err_string(buf: &[u8]) -> String {
@@ -121,10 +133,16 @@ impl Net {
                 err.len(),
             )
         };
-        NonNull::new(raw).map(|raw| Net { raw }).ok_or_else(|| EngineError::Caffe(err_string(&err)))
+        NonNull::new(raw)
+            .map(|raw| Net { raw })
+            .ok_or_else(|| EngineError::Caffe(err_string(&err)))
     }
 
-    fn names(&self, count: c_int, get: unsafe extern "C" fn(*const CsNet, c_int) -> *const c_char) -> Vec<String> {
+    fn names(
+        &self,
+        count: c_int,
+        get: unsafe extern "C" fn(*const CsNet, c_int) -> *const c_char,
+    ) -> Vec<String> {
         (0..count)
             .filter_map(|i| {
                 // SAFETY: `i` is in range; the returned string is owned by the live net and copied at once.
@@ -154,7 +172,14 @@ impl Net {
         let cname = CString::new(name).map_err(|_| EngineError::NulInName)?;
         let mut dims = [0 as c_int; MAX_AXES];
         // SAFETY: `dims` holds MAX_AXES ints; the shim writes at most that many.
-        let n = unsafe { cs_net_blob_shape(self.raw.as_ptr(), cname.as_ptr(), dims.as_mut_ptr(), MAX_AXES as c_int) };
+        let n = unsafe {
+            cs_net_blob_shape(
+                self.raw.as_ptr(),
+                cname.as_ptr(),
+                dims.as_mut_ptr(),
+                MAX_AXES as c_int,
+            )
+        };
         if n < 0 {
             return Err(EngineError::NoSuchBlob(name.into()));
         }
@@ -163,9 +188,17 @@ impl Net {
     }
 
     /// Reshapes the named input to `dims` and copies `data` into it.
-    pub fn set_input(&mut self, name: &str, dims: &[usize], data: &[f32]) -> Result<(), EngineError> {
+    pub fn set_input(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data: &[f32],
+    ) -> Result<(), EngineError> {
         let cname = CString::new(name).map_err(|_| EngineError::NulInName)?;
-        let bad = |reason: &str| EngineError::BadShape { name: name.into(), reason: reason.into() };
+        let bad = |reason: &str| EngineError::BadShape {
+            name: name.into(),
+            reason: reason.into(),
+        };
         if dims.is_empty() || dims.len() > MAX_AXES {
             return Err(bad("axis count outside 1..=32"));
         }
@@ -174,9 +207,15 @@ impl Net {
             .map(|&d| c_int::try_from(d).ok().filter(|&d| d > 0))
             .collect::<Option<Vec<c_int>>>()
             .ok_or_else(|| bad("every dim must be in 1..=INT_MAX"))?;
-        let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad("overflow"))?;
+        let count = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad("overflow"))?;
         if count != data.len() {
-            return Err(bad(&format!("shape holds {count} values, {} given", data.len())));
+            return Err(bad(&format!(
+                "shape holds {count} values, {} given",
+                data.len()
+            )));
         }
         let mut err = vec![0u8; ERR_LEN];
         // SAFETY: pointers valid for their lengths; the shim copies `data` into the blob.
@@ -218,7 +257,9 @@ impl Net {
         let mut data = vec![0f32; count];
         let cname = CString::new(name).map_err(|_| EngineError::NulInName)?;
         // SAFETY: `data` has room for exactly `count` floats, which the shim checks against the blob.
-        let rc = unsafe { cs_net_blob_data(self.raw.as_ptr(), cname.as_ptr(), data.as_mut_ptr(), count) };
+        let rc = unsafe {
+            cs_net_blob_data(self.raw.as_ptr(), cname.as_ptr(), data.as_mut_ptr(), count)
+        };
         if rc != 0 {
             return Err(EngineError::NoSuchBlob(name.into()));
         }

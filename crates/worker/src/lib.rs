@@ -4,3 +4,6 @@
 //! supervisor's protocol inside the sandbox; `caffe-inprocess` is the unsandboxed in-process baseline used by
 //! the golden tests and the bench.
 pub mod engine;
+pub mod filter;
+pub mod options;
+pub mod pipeline;

@@ -1,1 +1,416 @@
-fn main() {}
+//! `caffe-sandbox-worker`: serves the supervisor's protocol with the real BVLC Caffe 1.0, inside the sandbox.
+//!
+//! Order of events (the trust boundary is the first model byte):
+//! 1. the dynamic loader maps libcaffe and its ~146 libraries; glog (stderr only) and Caffe are initialised;
+//! 2. the seccomp filter handed over by the supervisor is installed (with a user-notification listener whose
+//!    fd goes to the supervisor), so every later system call is policed;
+//! 3. `Hello` is sent; only then are model bytes received — everything after this point is untrusted input.
+//!
+//! Exit codes: 0 after `Shutdown` or when the supervisor hangs up; 70 after a Caffe CHECK failure (reported
+//! first as an `Error` message when possible); 71 protocol error; 72 initialisation failure.
+use caffe_sandbox_protocol::{
+    read_sealed_bytes, read_sealed_tensor, BlobInfo, FromWorker, InputSpec, Message, ProtocolError,
+    Tensor, TensorHeader, ToWorker, WorkerChannel, WorkerErrorKind, PROTOCOL_VERSION,
+};
+use caffe_sandbox_worker::engine::{self, Net, NetFormat};
+use caffe_sandbox_worker::options::LoadOptions;
+use caffe_sandbox_worker::pipeline::image_to_tensor;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+const EXIT_CHECK_FAILED: i32 = 70;
+const EXIT_PROTOCOL: i32 = 71;
+const EXIT_INIT: i32 = 72;
+
+/// Largest net definition and weights accepted over the channel.
+const MAX_NET_BYTES: usize = 64 << 20;
+const MAX_WEIGHTS_BYTES: usize = 2 << 30;
+const MAX_IMAGE_BYTES: usize = 64 << 20;
+
+static CHANNEL: OnceLock<WorkerChannel> = OnceLock::new();
+static CURRENT_REQUEST: AtomicU64 = AtomicU64::new(0);
+
+/// glog FATAL (a CHECK failed): report it to the supervisor if possible, then end the process.
+/// Must not return (glog would abort).
+extern "C" fn on_caffe_fatal(msg: *const std::ffi::c_char, len: usize) {
+    // SAFETY: the shim passes a buffer of `len` bytes that lives for this call.
+    let text = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len) };
+    let message = String::from_utf8_lossy(text).into_owned();
+    if let Some(ch) = CHANNEL.get() {
+        let reply = FromWorker::Error {
+            kind: WorkerErrorKind::CaffeCheckFailed,
+            message,
+            layer: None,
+        };
+        let _ = ch.send(
+            &Message::new(CURRENT_REQUEST.load(Ordering::SeqCst), reply),
+            &[],
+        );
+    }
+    // SAFETY: _exit is async-signal-safe and never returns; no destructors may run with Caffe half-failed.
+    unsafe { libc::_exit(EXIT_CHECK_FAILED) }
+}
+
+struct Args {
+    channel_fd: i32,
+    seccomp_fd: Option<i32>,
+    log_level: i32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        channel_fd: 3,
+        seccomp_fd: None,
+        log_level: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = || -> Result<i32, String> {
+            it.next()
+                .ok_or(format!("{a} needs a value"))?
+                .parse()
+                .map_err(|e| format!("{a}: {e}"))
+        };
+        match a.as_str() {
+            "--channel-fd" => args.channel_fd = num()?,
+            "--seccomp-fd" => args.seccomp_fd = Some(num()?),
+            "--log-level" => args.log_level = num()?,
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("caffe-sandbox-worker: {e}");
+            std::process::exit(EXIT_INIT);
+        }
+    };
+    if let Err(e) = engine::init(args.log_level, on_caffe_fatal) {
+        eprintln!("caffe-sandbox-worker: {e}");
+        std::process::exit(EXIT_INIT);
+    }
+    // SAFETY: the supervisor hands the channel over at this fd number; nothing else in this process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(args.channel_fd) };
+    let channel = match WorkerChannel::new(fd) {
+        Ok(c) => CHANNEL.get_or_init(|| c),
+        Err(e) => {
+            eprintln!("caffe-sandbox-worker: channel fd {}: {e}", args.channel_fd);
+            std::process::exit(EXIT_INIT);
+        }
+    };
+    let listener = match args.seccomp_fd {
+        Some(fd) => match caffe_sandbox_worker::filter::install_from_fd(fd) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("caffe-sandbox-worker: seccomp: {e}");
+                std::process::exit(EXIT_INIT);
+            }
+        },
+        None => None,
+    };
+    let hello = FromWorker::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_pid_in_ns: std::process::id(),
+        seccomp_listener: listener.is_some(),
+        caffe_version: engine::caffe_version(),
+    };
+    let fds: Vec<_> = listener.iter().map(|l| l.as_fd()).collect();
+    if let Err(e) = channel.send(
+        &Message::new(caffe_sandbox_protocol::HELLO_REQUEST_ID, hello),
+        &fds,
+    ) {
+        eprintln!("caffe-sandbox-worker: hello: {e}");
+        std::process::exit(EXIT_PROTOCOL);
+    }
+    drop(fds);
+    drop(listener); // the supervisor holds its copy; ours must not keep the listener alive
+    std::process::exit(serve(channel));
+}
+
+/// The worker's state between requests.
+struct Loaded {
+    net: Net,
+    options: LoadOptions,
+}
+
+fn serve(channel: &WorkerChannel) -> i32 {
+    let mut loaded: Option<Loaded> = None;
+    loop {
+        let (msg, fds) = match channel.recv(None) {
+            Ok(m) => m,
+            Err(ProtocolError::Closed) => return 0,
+            Err(e) => {
+                eprintln!("caffe-sandbox-worker: {e}");
+                return EXIT_PROTOCOL;
+            }
+        };
+        CURRENT_REQUEST.store(msg.request_id, Ordering::SeqCst);
+        let reply = match msg.body {
+            ToWorker::Shutdown => return 0,
+            ToWorker::LoadModel {
+                net,
+                weights,
+                preprocess,
+            } => {
+                match load(
+                    &fds[net.index()],
+                    &fds[weights.index()],
+                    preprocess.as_deref(),
+                ) {
+                    Ok((l, reply)) => {
+                        loaded = Some(l);
+                        Ok((reply, Vec::new()))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ToWorker::Infer { inputs, .. } => match loaded.as_mut() {
+                Some(l) => infer(l, &inputs, &fds),
+                None => Err(WorkerError::new(
+                    WorkerErrorKind::BadInput,
+                    "no model loaded",
+                )),
+            },
+        };
+        let sent = match reply {
+            Ok((body, out_fds)) => {
+                let borrowed: Vec<_> = out_fds.iter().map(|f| f.as_fd()).collect();
+                channel.send(&Message::new(msg.request_id, body), &borrowed)
+            }
+            Err(e) => channel.send(
+                &Message::new(
+                    msg.request_id,
+                    FromWorker::Error {
+                        kind: e.kind,
+                        message: truncate(e.message, 3000),
+                        layer: e.layer,
+                    },
+                ),
+                &[],
+            ),
+        };
+        if let Err(e) = sent {
+            eprintln!("caffe-sandbox-worker: reply: {e}");
+            return EXIT_PROTOCOL;
+        }
+    }
+}
+
+struct WorkerError {
+    kind: WorkerErrorKind,
+    message: String,
+    layer: Option<String>,
+}
+
+impl WorkerError {
+    fn new(kind: WorkerErrorKind, message: impl Into<String>) -> Self {
+        WorkerError {
+            kind,
+            message: message.into(),
+            layer: None,
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Caffe names the offending layer in many messages ("Creating layer conv1", "layer 'x'…"); extract it so the
+/// supervisor can report it as a field.
+fn layer_in(message: &str) -> Option<String> {
+    let start = message.find("layer ")? + "layer ".len();
+    let rest = message[start..].trim_start_matches(['\'', '"']);
+    let name: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | ',' | ':'))
+        .collect();
+    (!name.is_empty() && name.len() <= 256).then_some(name)
+}
+
+fn blob_info(net: &Net, name: &str) -> Result<BlobInfo, WorkerError> {
+    let dims = net
+        .blob_shape(name)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;
+    let dims = dims
+        .iter()
+        .map(|&d| u32::try_from(d).ok().filter(|&d| d > 0))
+        .collect::<Option<Vec<u32>>>()
+        .ok_or_else(|| {
+            WorkerError::new(
+                WorkerErrorKind::BadModel,
+                format!("blob '{name}' has an empty or huge dim"),
+            )
+        })?;
+    Ok(BlobInfo {
+        name: name.to_string(),
+        dims,
+    })
+}
+
+fn load(
+    net_fd: &OwnedFd,
+    weights_fd: &OwnedFd,
+    options: Option<&[u8]>,
+) -> Result<(Loaded, FromWorker), WorkerError> {
+    let options = match options {
+        Some(bytes) => LoadOptions::from_json(bytes)
+            .map_err(|e| WorkerError::new(WorkerErrorKind::Unsupported, e))?,
+        None => LoadOptions::default(),
+    };
+    let net_bytes = read_sealed_bytes(net_fd, "net", MAX_NET_BYTES)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::BadModel, e.to_string()))?;
+    let weights = read_sealed_bytes(weights_fd, "weights", MAX_WEIGHTS_BYTES)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::BadWeights, e.to_string()))?;
+    let format = if options.net_is_text {
+        NetFormat::Text
+    } else {
+        NetFormat::Binary
+    };
+    let net = Net::new(
+        &net_bytes,
+        format,
+        Some(&weights)
+            .filter(|w| !w.is_empty())
+            .map(|w| w.as_slice()),
+    )
+    .map_err(|e| {
+        let message = e.to_string();
+        let kind = if message.contains("weights") {
+            WorkerErrorKind::BadWeights
+        } else {
+            WorkerErrorKind::BadModel
+        };
+        WorkerError {
+            kind,
+            layer: layer_in(&message),
+            message,
+        }
+    })?;
+    drop((net_bytes, weights));
+    let inputs = net
+        .input_names()
+        .iter()
+        .map(|n| blob_info(&net, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = net
+        .output_names()
+        .iter()
+        .map(|n| blob_info(&net, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        Loaded { net, options },
+        FromWorker::Loaded { inputs, outputs },
+    ))
+}
+
+fn infer(
+    l: &mut Loaded,
+    inputs: &[InputSpec],
+    fds: &[OwnedFd],
+) -> Result<(FromWorker, Vec<OwnedFd>), WorkerError> {
+    let bad_input = |m: String| WorkerError::new(WorkerErrorKind::BadInput, m);
+    // Group inputs by blob name: several encoded images for one blob form a batch (N = number of images).
+    let mut order: Vec<&str> = Vec::new();
+    for spec in inputs {
+        if !order.contains(&spec.name()) {
+            order.push(spec.name());
+        }
+    }
+    for name in order {
+        let base = l
+            .net
+            .blob_shape(name)
+            .map_err(|_| bad_input(format!("the net has no input named '{name}'")))?;
+        let mut batch: Vec<f32> = Vec::new();
+        let mut dims: Option<Vec<usize>> = None;
+        let mut images = 0usize;
+        for (spec, fd) in inputs.iter().zip(fds).filter(|(s, _)| s.name() == name) {
+            match spec {
+                InputSpec::Tensor { dims: d, .. } => {
+                    if images > 0 || dims.is_some() {
+                        return Err(bad_input(format!("input '{name}' given more than once")));
+                    }
+                    let header = TensorHeader {
+                        name: name.to_string(),
+                        dims: d.clone(),
+                    };
+                    let Tensor { dims: td, data } =
+                        read_sealed_tensor(fd, &header, &Default::default())
+                            .map_err(|e| bad_input(e.to_string()))?;
+                    dims = Some(td);
+                    batch = data;
+                }
+                InputSpec::EncodedImage { .. } => {
+                    if dims.is_some() && images == 0 {
+                        return Err(bad_input(format!(
+                            "input '{name}' mixes a tensor and images"
+                        )));
+                    }
+                    let bytes = read_sealed_bytes(fd, "image", MAX_IMAGE_BYTES)
+                        .map_err(|e| bad_input(e.to_string()))?;
+                    let mut one = base.clone();
+                    if let Some(n) = one.first_mut() {
+                        *n = 1;
+                    }
+                    let t = image_to_tensor(
+                        &bytes,
+                        &l.options.preprocess,
+                        &one,
+                        &l.options.decode_limits(),
+                    )
+                    .map_err(|e| WorkerError::new(WorkerErrorKind::ImageDecode, e.to_string()))?;
+                    batch.extend_from_slice(&t);
+                    images += 1;
+                    one[0] = images;
+                    dims = Some(one);
+                }
+            }
+        }
+        let dims = dims.ok_or_else(|| bad_input(format!("input '{name}' has no data")))?;
+        l.net
+            .set_input(name, &dims, &batch)
+            .map_err(|e| bad_input(e.to_string()))?;
+    }
+    l.net.forward().map_err(|e| {
+        let message = e.to_string();
+        WorkerError {
+            kind: WorkerErrorKind::Internal,
+            layer: layer_in(&message),
+            message,
+        }
+    })?;
+    let mut headers = Vec::new();
+    let mut out_fds = Vec::new();
+    for name in l.net.output_names() {
+        let (shape, data) = l
+            .net
+            .blob(&name)
+            .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;
+        let tensor = Tensor::new(shape, data)
+            .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;
+        headers.push(
+            tensor
+                .header(&name)
+                .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?,
+        );
+        out_fds.push(
+            tensor
+                .to_sealed_memfd(&name)
+                .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?,
+        );
+    }
+    Ok((FromWorker::InferResult { outputs: headers }, out_fds))
+}

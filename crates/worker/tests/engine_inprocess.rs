@@ -48,17 +48,26 @@ fn open_nsfw_constant_half_input_matches_reference_probabilities() {
 #[test]
 fn bad_text_is_an_error_not_an_abort() {
     engine::init(1, fatal).unwrap();
-    let err = Net::new(b"layer { this is not prototxt", NetFormat::Text, None).err().unwrap();
+    let err = Net::new(b"layer { this is not prototxt", NetFormat::Text, None)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("text format: 1:"), "{err}");
-    let err = Net::new(b"\xff\xff\xff", NetFormat::Binary, None).err().unwrap();
+    let err = Net::new(b"\xff\xff\xff", NetFormat::Binary, None)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("binary"), "{err}");
 }
 
 #[test]
 fn wrong_input_length_is_rejected_before_caffe() {
     let mut net = load();
-    let err = net.set_input("data", &[1, 3, 224, 224], &[0.0; 10]).unwrap_err();
+    let err = net
+        .set_input("data", &[1, 3, 224, 224], &[0.0; 10])
+        .unwrap_err();
     assert!(err.to_string().contains("150528 values, 10 given"), "{err}");
     let err = net.set_input("nope", &[1], &[0.0]).unwrap_err();
-    assert!(err.to_string().contains("no input blob named 'nope'"), "{err}");
+    assert!(
+        err.to_string().contains("no input blob named 'nope'"),
+        "{err}"
+    );
 }

@@ -1,0 +1,76 @@
+//! Options shared by the commands that start sandboxed workers.
+use caffe_sandbox_supervisor::{AuditLog, Deadlines, LaunchConfig, Layer};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Sandbox and limits.
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Run even if this isolation layer cannot be applied or is not wanted (repeatable; e.g. seccomp,
+    /// landlock, user-ns). The result always lists the layers in force.
+    #[arg(long = "allow-weaker", value_name = "LAYER")]
+    pub allow_weaker: Vec<Layer>,
+    /// Address-space limit of the worker in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub memory_limit: u64,
+    /// CPU-time limit of the worker in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub cpu_limit: u64,
+    /// Wall-clock deadline for loading the model, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub load_timeout: f64,
+    /// Wall-clock deadline for each request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Append-only JSON-lines audit log (default: $XDG_STATE_HOME/caffe-sandbox/audit.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Worker log verbosity: glog minimum level (0 INFO, 1 WARNING, 2 ERROR).
+    #[arg(long, default_value_t = 1)]
+    pub log_level: i32,
+}
+
+impl SandboxArgs {
+    /// The launch configuration these options describe.
+    pub fn launch_config(&self) -> Result<LaunchConfig, caffe_sandbox_supervisor::Error> {
+        let mut cfg = LaunchConfig::discover()?;
+        cfg.allow_weaker = self.allow_weaker.iter().copied().collect();
+        cfg.limits.address_space_bytes = Some(self.memory_limit << 20);
+        cfg.limits.cpu_seconds = Some(self.cpu_limit);
+        cfg.log_level = self.log_level;
+        Ok(cfg)
+    }
+
+    /// The deadlines these options describe.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            load: Duration::from_secs_f64(self.load_timeout.max(0.001)),
+            request: Duration::from_secs_f64(self.timeout.max(0.001)),
+            ..Deadlines::default()
+        }
+    }
+
+    /// Opens the audit log.
+    pub fn audit(&self) -> AuditLog {
+        let path = self.audit_log.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                        .join(".local/state")
+                });
+            base.join("caffe-sandbox/audit.jsonl")
+        });
+        match AuditLog::open(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "caffe-sandbox: warning: audit log {} unavailable: {e}",
+                    path.display()
+                );
+                AuditLog::disabled()
+            }
+        }
+    }
+}

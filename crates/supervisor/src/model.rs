@@ -1,0 +1,128 @@
+//! A model as the supervisor hands it to a worker: the files of a model directory read once, size-capped,
+//! checked, and later sent as sealed memfds (the worker never gets a path to the model directory).
+use crate::error::{Error, Result};
+use crate::files::read_regular_file;
+use caffe_sandbox_preprocess::{parse_labels, ModelConfig};
+use std::path::{Path, PathBuf};
+
+/// Caps on model files read by the supervisor.
+#[derive(Debug, Clone)]
+pub struct ModelFileLimits {
+    pub max_prototxt_bytes: u64,
+    pub max_weights_bytes: u64,
+    pub max_labels_bytes: u64,
+    pub max_model_toml_bytes: u64,
+}
+
+impl Default for ModelFileLimits {
+    fn default() -> Self {
+        ModelFileLimits {
+            max_prototxt_bytes: 16 << 20,
+            max_weights_bytes: 2 << 30,
+            max_labels_bytes: 8 << 20,
+            max_model_toml_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The model files, in memory.
+#[derive(Debug, Clone)]
+pub struct ModelBundle {
+    /// The model directory (for messages only).
+    pub dir: PathBuf,
+    /// Parsed and validated `model.toml` (defaults when absent).
+    pub config: ModelConfig,
+    /// The raw model.toml text sent to the worker (it re-parses the same text), if present.
+    pub model_toml: Option<String>,
+    /// Per-channel mean values computed from `preprocess.mean_file` by the supervisor, if one is configured.
+    pub mean_values: Option<Vec<f32>>,
+    pub prototxt_path: PathBuf,
+    pub weights_path: PathBuf,
+    /// Net definition bytes as Caffe will receive them.
+    pub net: Vec<u8>,
+    /// True when `net` is protobuf text format; false for binary (e.g. the firewall's canonical re-encoding).
+    pub net_is_text: bool,
+    pub weights: Vec<u8>,
+    pub labels: Option<Vec<String>>,
+}
+
+impl ModelBundle {
+    /// Reads `dir`: `model.toml` (optional), the prototxt, the weights and the labels it names.
+    pub fn from_dir(dir: &Path, limits: &ModelFileLimits) -> Result<ModelBundle> {
+        let meta = std::fs::metadata(dir).map_err(|source| Error::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::File {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a model must be a directory",
+                ),
+            });
+        }
+        let toml_path = dir.join("model.toml");
+        let model_toml = if toml_path.exists() {
+            let bytes = read_regular_file(&toml_path, limits.max_model_toml_bytes)?;
+            Some(String::from_utf8(bytes).map_err(|_| Error::File {
+                path: toml_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+            })?)
+        } else {
+            None
+        };
+        // load_from_dir parses the same file and reads (and caps) a mean file if one is configured.
+        let config = ModelConfig::load_from_dir(dir)?;
+        let mean_values = config
+            .preprocess
+            .mean_image
+            .as_ref()
+            .map(|m| m.per_channel());
+        let prototxt_path = config.prototxt_path(dir)?;
+        let weights_path = config.weights_path(dir)?;
+        let net = read_regular_file(&prototxt_path, limits.max_prototxt_bytes)?;
+        let weights = read_regular_file(&weights_path, limits.max_weights_bytes)?;
+        let labels = match config.labels_path(dir)? {
+            Some(p) => Some(parse_labels(
+                &read_regular_file(&p, limits.max_labels_bytes)?,
+                &p.display().to_string(),
+            )?),
+            None => None,
+        };
+        Ok(ModelBundle {
+            dir: dir.to_path_buf(),
+            config,
+            model_toml,
+            mean_values,
+            prototxt_path,
+            weights_path,
+            net,
+            net_is_text: true,
+            weights,
+            labels,
+        })
+    }
+
+    /// The JSON load options the worker expects (see crates/worker/src/options.rs).
+    pub fn load_options_json(&self) -> Vec<u8> {
+        serde_json::json!({
+            "net_is_text": self.net_is_text,
+            "model_toml": self.model_toml,
+            "mean_values": self.mean_values,
+            "max_image_side": 8192,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The input blob images go to (model.toml's `model.input`), if configured.
+    pub fn input_name(&self) -> Option<&str> {
+        self.config.model.input.as_deref()
+    }
+
+    /// The output blob to report (model.toml's `model.output`), if configured.
+    pub fn output_name(&self) -> Option<&str> {
+        self.config.model.output.as_deref()
+    }
+}

@@ -1,0 +1,624 @@
+//! One sandboxed worker as seen from the supervisor: start it, load a model, run requests, and when anything
+//! goes wrong, kill it and say why. Everything the worker sends is decoded by the protocol crate with hard caps;
+//! nothing it says overrides what the supervisor observed itself (its own timers, the wait status, the seccomp
+//! monitor).
+use crate::error::{Error, Result, WorkerFailure};
+use crate::launch::{launch, LaunchConfig, Launched};
+use crate::model::ModelBundle;
+use crate::process::{classify, EndFacts, ExitStatus, StderrCollector};
+use crate::seccomp_watch::SeccompWatch;
+use caffe_sandbox_jail::{Layer, LayerReport, LayerState};
+use caffe_sandbox_protocol::{
+    create_sealed_memfd, read_sealed_tensor, BlobInfo, FdSlot, FromWorker, InputSpec, Limits,
+    Message, ProtocolError, SupervisorChannel, Tensor, ToWorker, WorkerErrorKind, HELLO_REQUEST_ID,
+    PROTOCOL_VERSION,
+};
+use serde::Serialize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Deadlines the supervisor enforces with its own clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deadlines {
+    /// From spawn to `Hello` (dynamic loading of ~146 libraries, Caffe init, filter install).
+    pub start: Duration,
+    /// Model load (net construction + weights).
+    pub load: Duration,
+    /// One inference request.
+    pub request: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            start: Duration::from_secs(20),
+            load: Duration::from_secs(60),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An input for one request.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Encoded image bytes (JPEG/PNG/BMP/GIF), decoded and preprocessed inside the worker.
+    Image { name: String, bytes: Vec<u8> },
+    /// A raw float tensor.
+    Tensor {
+        name: String,
+        dims: Vec<usize>,
+        data: Vec<f32>,
+    },
+}
+
+/// Net inputs and outputs as reported by the worker after loading (validated).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub inputs: Vec<BlobShape>,
+    pub outputs: Vec<BlobShape>,
+}
+
+/// A blob name and shape.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BlobShape {
+    pub name: String,
+    pub dims: Vec<usize>,
+}
+
+impl From<&BlobInfo> for BlobShape {
+    fn from(b: &BlobInfo) -> Self {
+        BlobShape {
+            name: b.name.clone(),
+            dims: b.dims.iter().map(|&d| d as usize).collect(),
+        }
+    }
+}
+
+/// A named output tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Load,
+    Inference,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::Load => "load",
+            Phase::Inference => "inference",
+        }
+    }
+}
+
+/// A live worker.
+pub struct Worker {
+    launched: Option<Launched>,
+    channel: SupervisorChannel,
+    stderr: Option<StderrCollector>,
+    seccomp: Option<SeccompWatch>,
+    deadlines: Deadlines,
+    limits: Limits,
+    next_id: u64,
+    phase: Phase,
+    info: Option<ModelInfo>,
+    cfg: LaunchConfig,
+    dead: bool,
+}
+
+impl Worker {
+    /// Spawns a worker in the sandbox described by `cfg` and waits for its `Hello`.
+    pub fn start(cfg: &LaunchConfig, deadlines: Deadlines) -> Result<Worker> {
+        let mut launched = launch(cfg)?;
+        let channel = launched.channel.take().expect("launch returns the channel");
+        let stderr = launched
+            .sandbox
+            .stderr
+            .try_clone()
+            .ok()
+            .map(|fd| StderrCollector::start(fd, StderrCollector::DEFAULT_CAP));
+        let mut w = Worker {
+            launched: Some(launched),
+            channel,
+            stderr,
+            seccomp: None,
+            deadlines,
+            limits: Limits::default(),
+            next_id: 1,
+            phase: Phase::Start,
+            info: None,
+            cfg: cfg.clone(),
+            dead: false,
+        };
+        let deadline = Instant::now() + w.deadlines.start;
+        let (msg, mut fds) = match w.channel.recv_deadline(Some(deadline)) {
+            Ok(m) => m,
+            Err(e) => return Err(w.fail(Some(e))),
+        };
+        let (version, listener) = match (msg.request_id, msg.body) {
+            (
+                HELLO_REQUEST_ID,
+                FromWorker::Hello {
+                    protocol_version,
+                    seccomp_listener,
+                    ..
+                },
+            ) => (
+                protocol_version,
+                if seccomp_listener { fds.pop() } else { None },
+            ),
+            (id, other) => {
+                let detail = format!(
+                    "expected Hello (id 0), got {:?} with id {id}",
+                    kind_of(&other)
+                );
+                return Err(w.violation(detail));
+            }
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(w.violation(format!(
+                "protocol version {version}, supervisor speaks {PROTOCOL_VERSION}"
+            )));
+        }
+        match listener {
+            Some(fd) => {
+                let pidfd = w.launched.as_ref().map(|l| l.sandbox.pidfd.try_clone()).transpose();
+                match pidfd {
+                    Ok(Some(pidfd)) => match SeccompWatch::start(fd, pidfd) {
+                        Ok(s) => w.seccomp = Some(s),
+                        Err(e) => return Err(w.sandbox_error(format!("seccomp monitor: {e}"))),
+                    },
+                    Ok(None) | Err(_) => return Err(w.sandbox_error("seccomp monitor: no pidfd".into())),
+                }
+            }
+            None if w.cfg.require_seccomp() => {
+                return Err(w.sandbox_error(
+                    "the worker did not hand over a seccomp listener: the seccomp layer is not in force \
+                     (pass --allow-weaker seccomp to run without it)"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
+        Ok(w)
+    }
+
+    /// The isolation layers in force for this worker.
+    pub fn layers(&self) -> LayerReport {
+        let mut report = self
+            .launched
+            .as_ref()
+            .map(|l| l.layers.clone())
+            .unwrap_or_default();
+        let state = if self.seccomp.is_some() {
+            LayerState::enforced(format!(
+                "{}; violations reported through the user-notification listener",
+                self.cfg.seccomp_policy_name()
+            ))
+        } else {
+            LayerState::weakened("not installed: allowed explicitly with --allow-weaker seccomp")
+        };
+        report.set(Layer::Seccomp, state);
+        report
+    }
+
+    /// The worker's pid (host pid namespace).
+    pub fn pid(&self) -> Option<i32> {
+        self.launched.as_ref().map(|l| l.sandbox.pid)
+    }
+
+    /// Model inputs/outputs, once loaded.
+    pub fn model_info(&self) -> Option<&ModelInfo> {
+        self.info.as_ref()
+    }
+
+    /// Whether the worker can still take requests.
+    pub fn is_alive(&self) -> bool {
+        !self.dead
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends the model (as sealed memfds) and waits for `Loaded`.
+    pub fn load(&mut self, model: &ModelBundle) -> Result<ModelInfo> {
+        self.phase = Phase::Load;
+        if let Some(s) = &self.seccomp {
+            s.set_phase("load");
+        }
+        let net = self.memfd("net", &model.net)?;
+        let weights = self.memfd("weights", &model.weights)?;
+        let options = model.load_options_json();
+        let id = self.next_request_id();
+        let msg = Message::new(
+            id,
+            ToWorker::LoadModel {
+                net: FdSlot(0),
+                weights: FdSlot(1),
+                preprocess: Some(options),
+            },
+        );
+        let deadline = Instant::now() + self.deadlines.load;
+        if let Err(e) =
+            self.channel
+                .send_deadline(&msg, &[net.as_fd(), weights.as_fd()], Some(deadline))
+        {
+            return Err(self.fail(Some(e)));
+        }
+        drop((net, weights));
+        let (body, _fds) = self.reply(id, deadline)?;
+        match body {
+            FromWorker::Loaded { inputs, outputs } => {
+                let info = ModelInfo {
+                    inputs: inputs.iter().map(BlobShape::from).collect(),
+                    outputs: outputs.iter().map(BlobShape::from).collect(),
+                };
+                self.phase = Phase::Inference;
+                if let Some(s) = &self.seccomp {
+                    s.set_phase("inference");
+                }
+                self.info = Some(info.clone());
+                Ok(info)
+            }
+            FromWorker::Error {
+                kind,
+                message,
+                layer,
+            } => Err(match kind {
+                WorkerErrorKind::BadModel
+                | WorkerErrorKind::BadWeights
+                | WorkerErrorKind::Unsupported => Error::BadModel { message, layer },
+                _ => Error::BadModel {
+                    message: format!("{kind}: {message}"),
+                    layer,
+                },
+            }),
+            other => Err(self.violation(format!("expected Loaded, got {:?}", kind_of(&other)))),
+        }
+    }
+
+    /// Runs one request.
+    pub fn infer(&mut self, inputs: &[Input]) -> Result<Vec<Output>> {
+        let info = self.info.clone().ok_or_else(|| Error::BadInput {
+            message: "no model loaded".into(),
+            input: None,
+        })?;
+        if inputs.is_empty() || inputs.len() > caffe_sandbox_protocol::MAX_FDS_PER_MESSAGE {
+            return Err(Error::BadInput {
+                message: format!(
+                    "1..={} inputs per request, {} given",
+                    caffe_sandbox_protocol::MAX_FDS_PER_MESSAGE,
+                    inputs.len()
+                ),
+                input: None,
+            });
+        }
+        let mut specs = Vec::new();
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for input in inputs {
+            let name = match input {
+                Input::Image { name, .. } | Input::Tensor { name, .. } => name,
+            };
+            let blob = info
+                .inputs
+                .iter()
+                .find(|b| &b.name == name)
+                .ok_or_else(|| Error::BadInput {
+                    message: format!(
+                        "the model has no input named '{name}' (inputs: {})",
+                        info.inputs
+                            .iter()
+                            .map(|b| b.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    input: Some(name.clone()),
+                })?;
+            match input {
+                Input::Image { bytes, .. } => {
+                    specs.push(InputSpec::EncodedImage { name: name.clone() });
+                    fds.push(self.memfd("image", bytes)?);
+                }
+                Input::Tensor { dims, data, .. } => {
+                    // Shape checks happen here, before anything reaches the worker.
+                    let bad = |m: String| Error::BadInput {
+                        message: m,
+                        input: Some(name.clone()),
+                    };
+                    if dims.len() != blob.dims.len() || dims[1..] != blob.dims[1..] {
+                        return Err(bad(format!(
+                            "shape {:?} does not match the model's input shape {:?} (any batch size allowed)",
+                            dims, blob.dims
+                        )));
+                    }
+                    let tensor =
+                        Tensor::new(dims.clone(), data.clone()).map_err(|e| bad(e.to_string()))?;
+                    let header = tensor.header(name).map_err(|e| bad(e.to_string()))?;
+                    self.limits
+                        .check_shape(name, &header.dims)
+                        .map_err(|e| bad(e.to_string()))?;
+                    specs.push(InputSpec::Tensor {
+                        name: name.clone(),
+                        dims: header.dims,
+                    });
+                    fds.push(
+                        tensor.to_sealed_memfd(name).map_err(|e| {
+                            Error::Sandbox(format!("memfd for input '{name}': {e}"))
+                        })?,
+                    );
+                }
+            }
+        }
+        let id = self.next_request_id();
+        let deadline = Instant::now() + self.deadlines.request;
+        let msg = Message::new(
+            id,
+            ToWorker::Infer {
+                inputs: specs,
+                deadline_ms: self.deadlines.request.as_millis().min(u32::MAX as u128) as u32,
+            },
+        );
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        if let Err(e) = self.channel.send_deadline(&msg, &borrowed, Some(deadline)) {
+            return Err(self.fail(Some(e)));
+        }
+        drop(borrowed);
+        drop(fds);
+        let (body, out_fds) = self.reply(id, deadline)?;
+        match body {
+            FromWorker::InferResult { outputs } => {
+                let mut result = Vec::with_capacity(outputs.len());
+                for (header, fd) in outputs.iter().zip(&out_fds) {
+                    match read_sealed_tensor(fd, header, &self.limits) {
+                        Ok(t) => result.push(Output {
+                            name: header.name.clone(),
+                            dims: t.dims,
+                            data: t.data,
+                        }),
+                        Err(e) => {
+                            return Err(self.violation(format!("output '{}': {e}", header.name)))
+                        }
+                    }
+                }
+                Ok(result)
+            }
+            FromWorker::Error {
+                kind,
+                message,
+                layer,
+            } => match kind {
+                WorkerErrorKind::BadInput
+                | WorkerErrorKind::ImageDecode
+                | WorkerErrorKind::Unsupported => Err(Error::BadInput {
+                    message: format!("{kind}: {message}"),
+                    input: None,
+                }),
+                _ => Err(Error::BadModel {
+                    message: format!("{kind}: {message}"),
+                    layer,
+                }),
+            },
+            other => {
+                Err(self.violation(format!("expected InferResult, got {:?}", kind_of(&other))))
+            }
+        }
+    }
+
+    /// Asks the worker to exit, then makes sure it did.
+    pub fn shutdown(mut self) {
+        let _ = self.channel.send_timeout(
+            &Message::new(0, ToWorker::Shutdown),
+            &[],
+            Some(Duration::from_millis(200)),
+        );
+        if let Some(l) = &self.launched {
+            // Give it a moment to exit by itself, then kill: shutdown must not hang on a hostile worker.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(500) {
+                if rustix::event::poll(
+                    &mut [rustix::event::PollFd::new(
+                        &l.sandbox.pidfd,
+                        rustix::event::PollFlags::IN,
+                    )],
+                    Some(&rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 50_000_000,
+                    }),
+                )
+                .unwrap_or(0)
+                    > 0
+                {
+                    break;
+                }
+            }
+            let _ = l.sandbox.kill();
+            let _ = l.sandbox.wait();
+        }
+        self.dead = true;
+    }
+
+    fn memfd(&mut self, what: &str, bytes: &[u8]) -> Result<OwnedFd> {
+        create_sealed_memfd(what, bytes)
+            .map_err(|e| Error::Sandbox(format!("cannot create a sealed memfd for {what}: {e}")))
+    }
+
+    /// Waits for the reply to `id`. Any other message is a violation; silence past the deadline kills.
+    fn reply(&mut self, id: u64, deadline: Instant) -> Result<(FromWorker, Vec<OwnedFd>)> {
+        match self.channel.recv_deadline(Some(deadline)) {
+            Ok((msg, fds)) => {
+                // A CHECK failure report arrives as Error and the worker then exits: classify it as the crash it is.
+                if let FromWorker::Error {
+                    kind: WorkerErrorKind::CaffeCheckFailed,
+                    message,
+                    ..
+                } = &msg.body
+                {
+                    let message = message.clone();
+                    return Err(self.fail_with_check(message));
+                }
+                match msg.expect_reply(id) {
+                    Ok(body) => Ok((body, fds)),
+                    Err(e) => Err(self.violation(e.to_string())),
+                }
+            }
+            Err(e) => Err(self.fail(Some(e))),
+        }
+    }
+
+    fn sandbox_error(&mut self, msg: String) -> Error {
+        self.kill_and_reap();
+        Error::Sandbox(msg)
+    }
+
+    fn violation(&mut self, detail: String) -> Error {
+        let _ = self.kill_and_reap();
+        let stderr_tail = self.stderr_tail();
+        Error::Worker {
+            failure: WorkerFailure::ProtocolViolation { detail },
+            stderr_tail,
+        }
+    }
+
+    fn fail_with_check(&mut self, message: String) -> Error {
+        let status = self.wait_briefly();
+        let stderr_tail = self.stderr_tail();
+        let facts = EndFacts {
+            status: status.unwrap_or(ExitStatus::Exited(
+                crate::process::exit_code::CAFFE_CHECK_FAILED,
+            )),
+            killed_for_timeout: None,
+            seccomp: self.seccomp.as_ref().and_then(|s| s.first_violation()),
+            check_message: Some(message),
+            stderr_tail: &stderr_tail,
+            cpu_limit_seconds: self.cfg.limits.cpu_seconds,
+            memory_limit_bytes: self.cfg.limits.address_space_bytes,
+        };
+        Error::Worker {
+            failure: classify(&facts),
+            stderr_tail,
+        }
+    }
+
+    /// The worker failed to answer (closed, timed out, or sent garbage): establish why and return the error.
+    fn fail(&mut self, cause: Option<ProtocolError>) -> Error {
+        let timed_out = matches!(cause, Some(ProtocolError::Timeout));
+        let decode_error = match &cause {
+            Some(ProtocolError::Closed) | Some(ProtocolError::Timeout) | None => None,
+            Some(e) => Some(e.to_string()),
+        };
+        let status = if timed_out || decode_error.is_some() {
+            self.kill_and_reap()
+        } else {
+            self.wait_briefly()
+        };
+        let stderr_tail = self.stderr_tail();
+        if let (Some(detail), None) = (
+            &decode_error,
+            self.seccomp.as_ref().and_then(|s| s.first_violation()),
+        ) {
+            return Error::Worker {
+                failure: WorkerFailure::ProtocolViolation {
+                    detail: detail.clone(),
+                },
+                stderr_tail,
+            };
+        }
+        let limit_ms = match self.phase {
+            Phase::Start => self.deadlines.start,
+            Phase::Load => self.deadlines.load,
+            Phase::Inference => self.deadlines.request,
+        }
+        .as_millis() as u64;
+        let facts = EndFacts {
+            status: status.unwrap_or(ExitStatus::Signaled(libc::SIGKILL)),
+            killed_for_timeout: timed_out.then_some((self.phase.as_str(), limit_ms)),
+            seccomp: self.seccomp.as_ref().and_then(|s| s.first_violation()),
+            check_message: None,
+            stderr_tail: &stderr_tail,
+            cpu_limit_seconds: self.cfg.limits.cpu_seconds,
+            memory_limit_bytes: self.cfg.limits.address_space_bytes,
+        };
+        Error::Worker {
+            failure: classify(&facts),
+            stderr_tail,
+        }
+    }
+
+    /// Waits up to 2 s for the worker to end by itself (it closed the channel or reported a CHECK failure),
+    /// then kills it. Returns its status.
+    fn wait_briefly(&mut self) -> Option<ExitStatus> {
+        let l = self.launched.as_ref()?;
+        let mut pfd = [rustix::event::PollFd::new(
+            &l.sandbox.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ended = rustix::event::poll(
+            &mut pfd,
+            Some(&rustix::event::Timespec {
+                tv_sec: 2,
+                tv_nsec: 0,
+            }),
+        )
+        .unwrap_or(0)
+            > 0;
+        if !ended {
+            let _ = l.sandbox.kill();
+        }
+        let st = l.sandbox.wait().ok().map(ExitStatus::from);
+        self.dead = true;
+        st
+    }
+
+    fn kill_and_reap(&mut self) -> Option<ExitStatus> {
+        let l = self.launched.as_ref()?;
+        let _ = l.sandbox.kill();
+        let st = l.sandbox.wait().ok().map(ExitStatus::from);
+        self.dead = true;
+        st
+    }
+
+    fn stderr_tail(&mut self) -> String {
+        match self.stderr.take() {
+            // The worker is pid 1 of its pid namespace: once it is dead every process that could hold the
+            // stderr pipe is dead too, so EOF comes promptly.
+            Some(c) if self.dead => c.finish(),
+            Some(c) => {
+                let s = c.snapshot().0;
+                self.stderr = Some(c);
+                s
+            }
+            None => String::new(),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.dead {
+            if let Some(l) = &self.launched {
+                let _ = l.sandbox.kill();
+                let _ = l.sandbox.wait();
+            }
+        }
+    }
+}
+
+fn kind_of(b: &FromWorker) -> &'static str {
+    match b {
+        FromWorker::Hello { .. } => "Hello",
+        FromWorker::Loaded { .. } => "Loaded",
+        FromWorker::InferResult { .. } => "InferResult",
+        FromWorker::Error { .. } => "Error",
+    }
+}
