@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use crate::error::{ProtocolError, Result};
-use crate::limits::Limits;
+use crate::limits::{Limits, TotalElements};
 use crate::message::{
     BlobInfo, Body, Direction, FdSlot, FromWorker, InputSpec, Message, MessageKind, TensorHeader,
     ToWorker, WorkerErrorKind,
@@ -92,6 +92,11 @@ fn read_text(r: &mut Reader<'_>, field: &str) -> Result<String> {
 /// Reads `dims`, rejecting too many axes before reading them, then checks
 /// the whole shape against `limits`.
 fn read_dims(r: &mut Reader<'_>, what: &str, limits: &Limits) -> Result<Vec<u32>> {
+    read_dims_counted(r, what, limits).map(|(dims, _)| dims)
+}
+
+/// [`read_dims`] that also returns the element count.
+fn read_dims_counted(r: &mut Reader<'_>, what: &str, limits: &Limits) -> Result<(Vec<u32>, usize)> {
     let field = format!("{what}: dims");
     let n = r.u32(&field)?;
     if u64::from(n) > limits.max_axes as u64 {
@@ -106,8 +111,8 @@ fn read_dims(r: &mut Reader<'_>, what: &str, limits: &Limits) -> Result<Vec<u32>
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    limits.check_shape(what, &dims)?;
-    Ok(dims)
+    let elements = limits.check_shape(what, &dims)?;
+    Ok((dims, elements))
 }
 
 fn write_dims(w: &mut Writer, field: &str, dims: &[u32]) -> Result<()> {
@@ -238,15 +243,17 @@ impl Body for ToWorker {
                 // Smallest input: tag + empty name prefix.
                 let n = r.count("Infer.inputs", MAX_FDS_PER_MESSAGE, 5)?;
                 let mut inputs = Vec::with_capacity(n);
+                let mut total = TotalElements::new(limits, "Infer.inputs");
                 for i in 0..n {
                     let tag = r.u8(&format!("Infer.inputs[{i}].tag"))?;
                     let name = read_name(&mut r, &format!("Infer.inputs[{i}].name"))?;
                     let what = format!("input '{name}'");
                     inputs.push(match tag {
-                        TAG_TENSOR => InputSpec::Tensor {
-                            dims: read_dims(&mut r, &what, limits)?,
-                            name,
-                        },
+                        TAG_TENSOR => {
+                            let (dims, elements) = read_dims_counted(&mut r, &what, limits)?;
+                            total.add(elements)?;
+                            InputSpec::Tensor { name, dims }
+                        }
                         TAG_IMAGE => InputSpec::EncodedImage { name },
                         v => {
                             return Err(ProtocolError::InvalidValue {
@@ -394,9 +401,12 @@ impl Body for FromWorker {
             MessageKind::InferResult => {
                 let n = r.count("InferResult.outputs", MAX_FDS_PER_MESSAGE, 8)?;
                 let mut outputs = Vec::with_capacity(n);
+                let mut total = TotalElements::new(limits, "InferResult.outputs");
                 for i in 0..n {
                     let name = read_name(&mut r, &format!("InferResult.outputs[{i}].name"))?;
-                    let dims = read_dims(&mut r, &format!("output '{name}'"), limits)?;
+                    let (dims, elements) =
+                        read_dims_counted(&mut r, &format!("output '{name}'"), limits)?;
+                    total.add(elements)?;
                     outputs.push(TensorHeader { name, dims });
                 }
                 check_unique(

@@ -20,13 +20,24 @@
 //! | 8 | 8 | request_id | correlates replies with requests |
 //! | 16 | 4 | payload_len | must equal packet length − 20 exactly |
 //!
-//! The payload layout of each kind is documented in [`codec`](crate::decode)
-//! terms on [`encode`]'s module; in short, strings are `u32` length + UTF-8,
-//! lists are `u32` count + items, options are a `u8` 0/1 tag, shapes are a
-//! `u32` axis count + `u32` dims. No trailing bytes are allowed. The codec is
-//! hand-written rather than serde/postcard so that each length prefix is
-//! checked against its cap and against the remaining bytes at the point it
-//! is read, and each error names the field.
+//! Payloads (`str` = `u32` length + UTF-8 bytes; `list<T>` = `u32` count +
+//! items; `option<T>` = `u8` 0/1 tag + `T`; `dims` = `u32` axis count + one
+//! `u32` per axis; no trailing bytes allowed):
+//!
+//! | kind (code) | direction | payload | fds |
+//! |---|---|---|---|
+//! | `LoadModel` (0x0001) | → worker | `u8` net slot, `u8` weights slot, `option<bytes>` preprocess | 2 |
+//! | `Infer` (0x0002) | → worker | `u32` deadline_ms, `list<input>`; input = `u8` tag (1 = tensor: `str` name, `dims`; 2 = encoded image: `str` name) | one per input |
+//! | `Shutdown` (0x0003) | → worker | empty | 0 |
+//! | `Hello` (0x8001) | → supervisor | `u16` protocol_version, `u32` pid in namespace, `u8` seccomp_listener, `str` caffe_version | 1 iff seccomp_listener |
+//! | `Loaded` (0x8002) | → supervisor | `list<blob>` inputs, `list<blob>` outputs; blob = `str` name, `dims` | 0 |
+//! | `InferResult` (0x8003) | → supervisor | `list<tensor>`; tensor = `str` name, `dims` | one sealed memfd per output |
+//! | `Error` (0x8004) | → supervisor | `u8` [`WorkerErrorKind`] code 1..=7, `str` message, `option<str>` layer | 0 |
+//!
+//! The codec is hand-written rather than serde/postcard so that each length
+//! prefix is checked against its cap *and* against the bytes remaining at
+//! the point it is read (a hostile count can never drive an allocation), and
+//! so that each error names the field it is about.
 //!
 //! Length prefixes are `u32`, so a "length near 2^64" cannot even be
 //! expressed; a `u32::MAX` prefix fails its cap (or the remaining-bytes
@@ -44,24 +55,82 @@
 //! | `Loaded.inputs`/`outputs` | [`MAX_BLOBS`] = 256 each | |
 //! | `Infer.inputs`, `InferResult.outputs` | [`MAX_FDS_PER_MESSAGE`] | one fd each |
 //! | shapes | [`Limits`]: ≤ 8 axes, each dim in `1..=65536`, ≤ 2^26 elements, checked product | decoder and tensor readers |
+//! | all tensors of one message | [`Limits::max_total_elements`] = 2^26 | decoder |
 //! | tensor data | sealed memfd, size == `product(dims) * 4`, finite values | [`read_sealed_tensor`] |
 //!
-//! Strings with invalid UTF-8 are *rejected*, not lossily converted (see
-//! [`text`](crate::sanitize_text)): only a broken or compromised worker can
-//! produce them.
+//! Strings with invalid UTF-8 are *rejected*, not lossily converted: only a
+//! broken or compromised worker can produce them (the worker builds Rust
+//! `String`s, lossily converting Caffe's bytes itself).
+//!
+//! # Conversation rules (enforced by the caller, helped by this crate)
+//! - The worker sends `Hello` first, with [`HELLO_REQUEST_ID`] (0). The
+//!   supervisor numbers its requests from 1; each gets exactly one reply
+//!   with the same id (`Loaded`/`InferResult` or `Error`).
+//! - Wrong, late or duplicate reply ids: [`Message::expect_reply`] turns them
+//!   into [`ProtocolError::UnexpectedRequestId`]. After a timeout the
+//!   supervisor should kill the worker rather than reuse the channel, since
+//!   the late reply could arrive later.
+//! - Floods: every `recv` returns one packet; with one reply expected per
+//!   request, any extra packet is a violation, so the supervisor never needs
+//!   to buffer. Use one overall deadline per request
+//!   ([`Channel::recv_deadline`]) so a stream of packets cannot extend it.
+//! - Partial frames cannot happen on `SOCK_SEQPACKET` (see [`Channel`]):
+//!   "half a frame then silence" is just silence, i.e. a timeout.
+//! - EOF ([`ProtocolError::Closed`]) arrives only when *every* copy of the
+//!   worker's end is closed; a grandchild holding it keeps the channel open,
+//!   so the supervisor must rely on its own deadlines and the worker's pidfd,
+//!   never on EOF alone.
+//! - Every string in a decoded [`FromWorker`] is safe to print; anything
+//!   else that reaches a terminal or log (stderr of the worker, file names)
+//!   should go through [`sanitize_text`].
 //!
 //! # Using it
-//! ```no_run
+//! A whole exchange, with the worker side in a thread instead of a sandboxed
+//! process:
+//! ```
 //! use caffe_sandbox_protocol::*;
+//! use std::os::fd::AsFd;
 //! use std::time::Duration;
 //! # fn main() -> Result<(), ProtocolError> {
-//! let (sup, _worker) = channel_pair()?;
-//! let (hello, fds) = sup.recv(Some(Duration::from_secs(10)))?;
+//! let (sup, worker) = channel_pair()?;
+//!
+//! // Worker: Hello, then answer one Infer by doubling its input.
+//! let w = std::thread::spawn(move || -> Result<(), ProtocolError> {
+//!     let hello = FromWorker::Hello {
+//!         protocol_version: PROTOCOL_VERSION,
+//!         worker_pid_in_ns: 1,
+//!         seccomp_listener: false,
+//!         caffe_version: "1.0.0".into(),
+//!     };
+//!     worker.send(&Message::new(HELLO_REQUEST_ID, hello), &[])?;
+//!     let (req, fds) = worker.recv(None)?;
+//!     let ToWorker::Infer { inputs, .. } = req.body else { unreachable!() };
+//!     let InputSpec::Tensor { name, dims } = &inputs[0] else { unreachable!() };
+//!     let header = TensorHeader { name: name.clone(), dims: dims.clone() };
+//!     let x = read_sealed_tensor(&fds[0], &header, worker.limits())?;
+//!     let y = Tensor::new(x.dims.clone(), x.data.iter().map(|v| v * 2.0).collect())?;
+//!     let fd = y.to_sealed_memfd("prob")?;
+//!     let reply = FromWorker::InferResult { outputs: vec![y.header("prob")?] };
+//!     worker.send(&Message::new(req.request_id, reply), &[fd.as_fd()])
+//! });
+//!
+//! // Supervisor.
+//! let timeout = Some(Duration::from_secs(10));
+//! let (hello, _fds) = sup.recv(timeout)?;
 //! let FromWorker::Hello { .. } = hello.expect_reply(HELLO_REQUEST_ID)? else {
-//!     return Err(ProtocolError::Closed); // the supervisor would kill the worker
+//!     panic!("protocol violation: kill the worker");
 //! };
-//! # drop(fds);
-//! sup.send(&Message::new(1, ToWorker::Shutdown), &[])?;
+//! let x = Tensor::new(vec![1, 2], vec![0.5, 1.5])?;
+//! let fd = x.to_sealed_memfd("data")?;
+//! let inputs = vec![InputSpec::Tensor { name: "data".into(), dims: vec![1, 2] }];
+//! sup.send(&Message::new(1, ToWorker::Infer { inputs, deadline_ms: 1000 }), &[fd.as_fd()])?;
+//! let (reply, fds) = sup.recv(timeout)?;
+//! let FromWorker::InferResult { outputs } = reply.expect_reply(1)? else {
+//!     panic!("worker error or violation");
+//! };
+//! let y = read_sealed_tensor(&fds[0], &outputs[0], sup.limits())?;
+//! assert_eq!(y.data, vec![1.0, 3.0]);
+//! w.join().unwrap()?;
 //! # Ok(()) }
 //! ```
 

@@ -19,6 +19,10 @@ pub struct Limits {
     /// Maximum product of the dims of one shape. Default `1 << 26`
     /// (64 Mi elements = 256 MiB of f32).
     pub max_elements: usize,
+    /// Maximum sum of the element counts of all tensors of one message
+    /// (`InferResult.outputs`, the tensor inputs of `Infer`). Default
+    /// `1 << 26`, so one reply makes the supervisor allocate at most 256 MiB.
+    pub max_total_elements: usize,
     /// Reject tensors containing NaN or ±Inf (the error names the tensor and
     /// the flat index). Default `true`.
     pub reject_non_finite: bool,
@@ -30,6 +34,7 @@ impl Default for Limits {
             max_axes: 8,
             max_dim: 65536,
             max_elements: 1 << 26,
+            max_total_elements: 1 << 26,
             reject_non_finite: true,
         }
     }
@@ -75,6 +80,38 @@ impl Limits {
             });
         }
         Ok(elements)
+    }
+}
+
+/// Sums per-tensor element counts of one message against
+/// [`Limits::max_total_elements`].
+pub(crate) struct TotalElements<'a> {
+    limits: &'a Limits,
+    field: &'static str,
+    total: usize,
+}
+
+impl<'a> TotalElements<'a> {
+    pub fn new(limits: &'a Limits, field: &'static str) -> Self {
+        TotalElements {
+            limits,
+            field,
+            total: 0,
+        }
+    }
+
+    pub fn add(&mut self, elements: usize) -> Result<()> {
+        match self.total.checked_add(elements) {
+            Some(t) if t <= self.limits.max_total_elements => {
+                self.total = t;
+                Ok(())
+            }
+            t => Err(ProtocolError::TooManyElements {
+                what: format!("{} (all tensors together)", self.field),
+                elements: t.map_or(u64::MAX, |t| t as u64),
+                max: self.limits.max_total_elements,
+            }),
+        }
     }
 }
 

@@ -532,3 +532,40 @@ fn expect_reply_checks_the_id() {
         "reply carries request id 7, expected 8"
     );
 }
+
+#[test]
+fn total_elements_of_one_reply_are_capped() {
+    // Each output alone is within max_elements (2^26), together they are not.
+    let p = packet(
+        INFER_RESULT,
+        1,
+        &infer_result(&[("a", &[1024, 65536]), ("b", &[1024, 65536])]),
+    );
+    assert_eq!(
+        err_string(&p),
+        "InferResult.outputs (all tensors together): 134217728 elements exceed the limit of 67108864"
+    );
+    let p = packet(
+        INFER_RESULT,
+        1,
+        &infer_result(&[("a", &[512, 65536]), ("b", &[512, 65536])]),
+    );
+    assert!(from_worker(&p).is_ok());
+    let p = packet(
+        INFER,
+        1,
+        &Payload::new()
+            .u32(0)
+            .u32(2)
+            .u8(1)
+            .str("a")
+            .dims(&[1024, 65536])
+            .u8(1)
+            .str("b")
+            .dims(&[1]),
+    );
+    assert!(matches!(
+        decode_to_worker(&p, &Limits::default()),
+        Err(ProtocolError::TooManyElements { .. })
+    ));
+}
