@@ -233,7 +233,7 @@ fn check_dims(w: u64, h: u64, limits: &DecodeLimits) -> Result<()> {
         });
     }
     // The f32 RGB output we are about to build.
-    let needed = w * h * 3 * 4;
+    let needed = w.saturating_mul(h).saturating_mul(3 * 4);
     if needed > limits.max_alloc {
         return Err(Error::ImageAlloc {
             needed,

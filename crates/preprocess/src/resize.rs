@@ -16,7 +16,11 @@
 //! border and, in skimage >= 0.19, smooths with a Gaussian (not a triangle)
 //! before downscaling; results differ mostly at the borders and on downscale.
 
+use std::borrow::Cow;
+
+use crate::config::MAX_TENSOR_BYTES;
 use crate::decode::ImageF32;
+use crate::error::{Error, Result};
 
 /// Per-output-pixel taps: first input index and normalised weights.
 struct Taps {
@@ -65,54 +69,102 @@ fn coeffs(in_size: usize, out_size: usize) -> Taps {
     Taps { start, weights }
 }
 
-/// Resize `img` to `out_h`×`out_w` (both ≥ 1). Returns a clone when the size
-/// does not change (as Pillow does).
-pub fn resize_bilinear(img: &ImageF32, out_h: usize, out_w: usize) -> ImageF32 {
+/// Resize `img` to `out_h`×`out_w`. Returns a clone when the size does not
+/// change (as Pillow does). An error if either image is empty, the output
+/// would exceed [`MAX_TENSOR_BYTES`], or `img.data` does not match its
+/// dimensions.
+pub fn resize_bilinear(img: &ImageF32, out_h: usize, out_w: usize) -> Result<ImageF32> {
+    resize_cow(Cow::Borrowed(img), out_h, out_w).map(Cow::into_owned)
+}
+
+fn check(img: &ImageF32, out_h: usize, out_w: usize) -> Result<()> {
     let c = img.channels;
-    let mut cur = img.clone();
+    let consistent = img
+        .height
+        .checked_mul(img.width)
+        .and_then(|v| v.checked_mul(c))
+        .is_some_and(|n| n == img.data.len());
+    let out_bytes = (out_h as u64)
+        .saturating_mul(out_w as u64)
+        .saturating_mul(c as u64)
+        .saturating_mul(4);
+    if !consistent
+        || img.data.is_empty()
+        || out_h == 0
+        || out_w == 0
+        || out_bytes > MAX_TENSOR_BYTES
+    {
+        return Err(Error::Preprocess(format!(
+            "resize: cannot resize a {}x{}x{c} image ({} values) to {out_h}x{out_w} (empty, inconsistent, or over {MAX_TENSOR_BYTES} bytes)",
+            img.height,
+            img.width,
+            img.data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Resize without copying when nothing changes.
+pub(crate) fn resize_cow(
+    img: Cow<'_, ImageF32>,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Cow<'_, ImageF32>> {
+    check(&img, out_h, out_w)?;
+    let mut cur = img;
     if out_w != cur.width {
-        let taps = coeffs(cur.width, out_w);
-        let mut data = vec![0f32; cur.height * out_w * c];
-        for y in 0..cur.height {
-            for (xx, (s, k)) in taps.start.iter().zip(&taps.weights).enumerate() {
-                for ch in 0..c {
-                    let acc: f64 = k
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| f64::from(cur.at(y, s + i, ch)) * w)
-                        .sum();
-                    data[(y * out_w + xx) * c + ch] = acc as f32;
-                }
-            }
-        }
-        cur = ImageF32 {
-            height: cur.height,
-            width: out_w,
-            channels: c,
-            data,
-        };
+        cur = Cow::Owned(horizontal(&cur, out_w));
     }
     if out_h != cur.height {
-        let taps = coeffs(cur.height, out_h);
-        let mut data = vec![0f32; out_h * cur.width * c];
-        for (yy, (s, k)) in taps.start.iter().zip(&taps.weights).enumerate() {
-            for x in 0..cur.width {
-                for ch in 0..c {
-                    let acc: f64 = k
-                        .iter()
-                        .enumerate()
-                        .map(|(i, w)| f64::from(cur.at(s + i, x, ch)) * w)
-                        .sum();
-                    data[(yy * cur.width + x) * c + ch] = acc as f32;
-                }
+        cur = Cow::Owned(vertical(&cur, out_h));
+    }
+    Ok(cur)
+}
+
+fn horizontal(src: &ImageF32, out_w: usize) -> ImageF32 {
+    let c = src.channels;
+    let taps = coeffs(src.width, out_w);
+    let mut data = vec![0f32; src.height * out_w * c];
+    for y in 0..src.height {
+        for (xx, (s, k)) in taps.start.iter().zip(&taps.weights).enumerate() {
+            for ch in 0..c {
+                let acc: f64 = k
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| f64::from(src.at(y, s + i, ch)) * w)
+                    .sum();
+                data[(y * out_w + xx) * c + ch] = acc as f32;
             }
         }
-        cur = ImageF32 {
-            height: out_h,
-            width: cur.width,
-            channels: c,
-            data,
-        };
     }
-    cur
+    ImageF32 {
+        height: src.height,
+        width: out_w,
+        channels: c,
+        data,
+    }
+}
+
+fn vertical(src: &ImageF32, out_h: usize) -> ImageF32 {
+    let c = src.channels;
+    let taps = coeffs(src.height, out_h);
+    let mut data = vec![0f32; out_h * src.width * c];
+    for (yy, (s, k)) in taps.start.iter().zip(&taps.weights).enumerate() {
+        for x in 0..src.width {
+            for ch in 0..c {
+                let acc: f64 = k
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| f64::from(src.at(s + i, x, ch)) * w)
+                    .sum();
+                data[(yy * src.width + x) * c + ch] = acc as f32;
+            }
+        }
+    }
+    ImageF32 {
+        height: out_h,
+        width: src.width,
+        channels: c,
+        data,
+    }
 }

@@ -1,10 +1,12 @@
 //! pycaffe-order preprocessing: resize → center crop → HWC→CHW →
 //! channel_swap → raw_scale → mean → input_scale.
 
+use std::borrow::Cow;
+
 use crate::config::{Crop, PreprocessConfig, MAX_TENSOR_BYTES};
 use crate::decode::ImageF32;
 use crate::error::{Error, Result};
-use crate::resize::resize_bilinear;
+use crate::resize::resize_cow;
 
 /// Turn one decoded image into the C×H×W `f32` buffer for one item of the
 /// input blob of shape `input_dims = [n, c, h, w]` (`n` is not used here; see
@@ -60,9 +62,9 @@ pub fn preprocess(
 
     // 0. colour handling (as at load time in pycaffe).
     let img = match (cfg.color, img.channels) {
-        (true, 3) | (false, 1) => img.clone(),
-        (true, 1) => img.to_rgb(),
-        (false, 3) => img.to_gray(),
+        (true, 3) | (false, 1) => Cow::Borrowed(img),
+        (true, 1) => Cow::Owned(img.to_rgb()),
+        (false, 3) => Cow::Owned(img.to_gray()),
         (_, other) => {
             return Err(Error::Preprocess(format!(
                 "image has {other} channels; expected 1 or 3"
@@ -75,7 +77,7 @@ pub fn preprocess(
         Some([rh, rw]) => (rh as usize, rw as usize),
         None => (h, w),
     };
-    let img = resize_bilinear(&img, rh, rw);
+    let img = resize_cow(img, rh, rw)?;
 
     // 2. crop.
     let (img, y0, x0) = match cfg.crop {
@@ -88,7 +90,7 @@ pub fn preprocess(
             }
             (img, (rh - h) / 2, (rw - w) / 2)
         }
-        Crop::None => (resize_bilinear(&img, h, w), 0, 0),
+        Crop::None => (resize_cow(img, h, w)?, 0, 0),
     };
 
     // Mean, per output (swapped) channel.

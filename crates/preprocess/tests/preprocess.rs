@@ -239,7 +239,7 @@ fn channel_mismatch_is_an_error() {
 fn resize_constant_image_stays_constant() {
     let img = ImageF32::new(3, 5, 3, vec![0.3; 45]).unwrap();
     for (h, w) in [(7, 2), (2, 9), (1, 1), (3, 5), (11, 13)] {
-        let r = resize_bilinear(&img, h, w);
+        let r = resize_bilinear(&img, h, w).unwrap();
         assert_eq!((r.height, r.width, r.channels), (h, w, 3));
         assert!(
             r.data.iter().all(|v| (v - 0.3).abs() < 1e-6),
@@ -257,12 +257,12 @@ fn gray_row(v: &[f32]) -> ImageF32 {
 fn resize_upscale_half_pixel_centres() {
     // 1×2 [0, 1] -> 1×4: centres at 0.25, 0.75, 1.25, 1.75 in input pixels:
     // [0, 0.25, 0.75, 1] (edges clamp).
-    let r = resize_bilinear(&gray_row(&[0.0, 1.0]), 1, 4);
+    let r = resize_bilinear(&gray_row(&[0.0, 1.0]), 1, 4).unwrap();
     assert_close(&r.data, &[0.0, 0.25, 0.75, 1.0], 1e-6);
     // 2×2 [[0,1],[2,3]] -> 4×4, value (1,1): rows at x=1: .25 and 2.25; then
     // .75 * .25 + .25 * 2.25 = 0.75.
     let img = ImageF32::new(2, 2, 1, vec![0., 1., 2., 3.]).unwrap();
-    let r = resize_bilinear(&img, 4, 4);
+    let r = resize_bilinear(&img, 4, 4).unwrap();
     assert!((r.at(1, 1, 0) - 0.75).abs() < 1e-6, "{:?}", r.data);
     assert!((r.at(3, 3, 0) - 3.0).abs() < 1e-6);
     assert!((r.at(0, 0, 0) - 0.0).abs() < 1e-6);
@@ -273,7 +273,7 @@ fn resize_downscale_is_antialiased_like_pillow() {
     // 1×4 [7, 0, 0, 14] -> 1×2, scale 2, support 2:
     // out0: centre 1, taps x=0,1,2 with weights .75,.75,.25 -> (5.25)/1.75 = 3
     // out1: centre 3, taps x=1,2,3 with weights .25,.75,.75 -> (10.5)/1.75 = 6
-    let r = resize_bilinear(&gray_row(&[7.0, 0.0, 0.0, 14.0]), 1, 2);
+    let r = resize_bilinear(&gray_row(&[7.0, 0.0, 0.0, 14.0]), 1, 2).unwrap();
     assert_close(&r.data, &[3.0, 6.0], 1e-6);
 }
 
@@ -351,4 +351,26 @@ fn stack_concatenates_and_checks_lengths() {
     );
     assert!(stack(&[vec![1.0, 2.0], vec![3.0]]).is_err());
     assert!(stack(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn resize_refuses_empty_or_inconsistent_images() {
+    let empty = ImageF32 {
+        height: 0,
+        width: 3,
+        channels: 3,
+        data: vec![],
+    };
+    assert!(resize_bilinear(&empty, 2, 2).is_err());
+    let bad = ImageF32 {
+        height: 2,
+        width: 2,
+        channels: 3,
+        data: vec![0.0; 5],
+    };
+    assert!(resize_bilinear(&bad, 2, 2).is_err());
+    assert!(preprocess(&bad, &plain(), [1, 3, 2, 2]).is_err());
+    let ok = ImageF32::new(1, 1, 3, vec![0.0; 3]).unwrap();
+    assert!(resize_bilinear(&ok, 0, 2).is_err());
+    assert!(resize_bilinear(&ok, 100_000, 100_000).is_err());
 }
