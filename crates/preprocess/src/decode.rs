@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageError, ImageReader, Limits};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
 
 use crate::error::{Error, Result};
 
@@ -146,10 +146,8 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImageF32> 
         r.limits(l);
         Ok(r)
     };
-    let format = reader(true)?
-        .format()
-        .map(|f| format!("{f:?}"))
-        .unwrap_or_default();
+    let image_format = reader(true)?.format();
+    let format = image_format.map(|f| format!("{f:?}")).unwrap_or_default();
     let map = |e: ImageError| map_image_error(e, &format, limits);
 
     // Header only, so that the error can name the dimension and its value:
@@ -158,7 +156,7 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImageF32> 
     let (w, h) = reader(false)?.into_dimensions().map_err(map)?;
     check_dims(u64::from(w), u64::from(h), limits)?;
 
-    if format == "Jpeg" {
+    if image_format == Some(ImageFormat::Jpeg) {
         check_jpeg_complete(bytes)?;
     }
     let img = reader(true)?.decode().map_err(map)?;
