@@ -111,6 +111,11 @@ pub fn channel_pair() -> Result<(SupervisorChannel, WorkerChannel)> {
     Ok((Channel::new(a)?, Channel::new(b)?))
 }
 
+/// `now + timeout`; a timeout too large to represent means "no deadline".
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 fn timespec(d: Duration) -> Timespec {
     Timespec::try_from(d).unwrap_or(Timespec {
         tv_sec: i64::MAX,
@@ -130,6 +135,10 @@ impl<R: Role> Channel<R> {
             Ok(SocketType::SEQPACKET) => {}
             Ok(_) | Err(Errno::NOTSOCK) => return Err(ProtocolError::NotSeqpacket),
             Err(e) => return Err(e.into()),
+        }
+        // SOCK_SEQPACKET also exists for SCTP; only unix sockets pass fds.
+        if rustix::net::sockopt::socket_domain(&fd)? != AddressFamily::UNIX {
+            return Err(ProtocolError::NotSeqpacket);
         }
         Ok(Channel {
             fd,
@@ -162,7 +171,7 @@ impl<R: Role> Channel<R> {
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.send_deadline(msg, fds, timeout.map(|t| Instant::now() + t))
+        self.send_deadline(msg, fds, deadline_after(timeout))
     }
 
     /// Sends with an absolute deadline.
@@ -223,7 +232,7 @@ impl<R: Role> Channel<R> {
     /// (`None` = forever). Returns [`ProtocolError::Closed`] at EOF and
     /// [`ProtocolError::Timeout`] when nothing arrived in time.
     pub fn recv(&self, timeout: Option<Duration>) -> Result<Received<R::Incoming>> {
-        self.recv_deadline(timeout.map(|t| Instant::now() + t))
+        self.recv_deadline(deadline_after(timeout))
     }
 
     /// Like [`Channel::recv`] with an absolute deadline (use one deadline for
