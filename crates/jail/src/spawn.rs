@@ -169,7 +169,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), JailError> {
             "two passed fds share a target number".into(),
         ));
     }
-    if targets.iter().any(|&t| t < 3 || t > 1023) {
+    if targets.iter().any(|t| !(3..=1023).contains(t)) {
         return Err(JailError::InvalidSpec(
             "passed fd targets must be in 3..=1023 (0-2 are stdio)".into(),
         ));

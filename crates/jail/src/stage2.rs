@@ -266,6 +266,15 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
         );
     }
 
+    // No nested user namespaces: inside one the process would hold a full capability set again (and reach
+    // mount/chroot/unshare of everything else). The limit is per user namespace and owned by our ns root.
+    let nested = if spec.userns {
+        std::fs::write("/proc/sys/user/max_user_namespaces", "0")
+            .map_err(|e| format!("disable nested user namespaces (max_user_namespaces=0): {e}"))
+    } else {
+        Ok(())
+    };
+
     // Minimal root.
     let mut exec_paths = spec.ro_paths.clone();
     exec_paths.push(spec.program.clone());
@@ -412,7 +421,13 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
     t!(ctx.outcome(Layer::Landlock, landlock_res));
 
     // Capabilities.
-    let caps_res = secbits.and_then(|_| caps::drop_all());
+    let caps_res = nested.and(secbits).and_then(|_| caps::drop_all()).map(|d| {
+        if spec.userns {
+            format!("{d}; nested user namespaces disabled")
+        } else {
+            d
+        }
+    });
     t!(ctx.outcome(Layer::Capabilities, caps_res));
 
     // Parent-death signal (re-armed: credential changes can clear it).

@@ -1,0 +1,463 @@
+//! Real-kernel tests of the jail. As root they also re-run themselves unprivileged (uid 65534, via
+//! `setpriv`), so one `cargo test` covers both root and rootless operation. Nothing is skipped: a missing
+//! precondition (user namespaces, Landlock, setpriv) fails the test.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use caffe_sandbox_jail::*;
+
+fn probe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jail-test-probe"))
+}
+
+const SCRATCH: u64 = 1 << 20;
+
+fn spec(args: &[&str]) -> SandboxSpec {
+    let p = probe();
+    let mut s = SandboxSpec::new(&p);
+    s.stage2_exe = Some(p);
+    s.args = args.iter().map(OsString::from).collect();
+    s.ro_paths = vec![
+        "/lib64/ld-linux-x86-64.so.2".into(),
+        "/lib/x86_64-linux-gnu/libc.so.6".into(),
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1".into(),
+    ];
+    s.scratch = Some(ScratchSpec {
+        path: "/scratch".into(),
+        size_bytes: SCRATCH,
+    });
+    s.env = vec![("JAIL_TEST".into(), "1".into())];
+    s
+}
+
+struct Outcome {
+    status: ExitStatus,
+    stderr: String,
+    layers: LayerReport,
+}
+
+fn read_capped(fd: OwnedFd, cap: u64) -> String {
+    let mut s = Vec::new();
+    std::fs::File::from(fd)
+        .take(cap)
+        .read_to_end(&mut s)
+        .expect("read stderr");
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+fn run(s: &SandboxSpec) -> Outcome {
+    let sb = spawn(s).unwrap_or_else(|e| panic!("spawn failed: {e}"));
+    let layers = sb.layers.clone();
+    let stderr = read_capped(sb.stderr.try_clone().expect("dup"), 1 << 20);
+    let status = sb.wait().expect("wait");
+    Outcome {
+        status,
+        stderr,
+        layers,
+    }
+}
+
+fn run_ok(s: &SandboxSpec) -> Outcome {
+    let o = run(s);
+    eprintln!("{}", o.stderr);
+    assert!(
+        !o.stderr.contains("PROBE-FAIL"),
+        "probe failures:\n{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("PROBE-OK"),
+        "probe printed nothing:\n{}",
+        o.stderr
+    );
+    assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
+    o
+}
+
+fn euid() -> u32 {
+    // SAFETY: trivial getter.
+    unsafe { libc::geteuid() }
+}
+
+#[test]
+fn host_preconditions() {
+    let f = host_facts();
+    eprintln!("{}", serde_json::to_string_pretty(&f).unwrap());
+    assert!(
+        f.landlock_abi >= 1,
+        "Landlock unavailable: the sandbox would refuse to run"
+    );
+    assert!(f.seccomp_available, "seccomp unavailable");
+    assert!(
+        f.unprivileged_userns,
+        "unprivileged user namespaces disabled"
+    );
+}
+
+#[test]
+fn every_layer_enforced_and_reported() {
+    let o = run_ok(&spec(&["hello"]));
+    let r = &o.layers;
+    eprintln!("{r}");
+    for l in Layer::ALL {
+        match l {
+            Layer::Seccomp => assert!(matches!(r.get(l), Some(LayerState::Delegated { .. }))),
+            Layer::CgroupV2 => assert!(matches!(r.get(l), Some(LayerState::NotAvailable { .. }))),
+            _ => assert!(r.is_enforced(l), "{l} not enforced: {:?}", r.get(l)),
+        }
+    }
+    let json = serde_json::to_string(r).unwrap();
+    assert!(
+        json.contains("\"landlock\":{\"state\":\"enforced\""),
+        "{json}"
+    );
+    assert!("allow-weaker".parse::<Layer>().is_err());
+    assert_eq!("landlock".parse::<Layer>().unwrap(), Layer::Landlock);
+    assert_eq!("cgroup_v2".parse::<Layer>().unwrap(), Layer::CgroupV2);
+}
+
+#[test]
+fn uid0_inside_but_host_root_files_untouchable() {
+    let dir = std::fs::File::open("/var/lib").expect("open /var/lib");
+    let mut s = spec(&["ids"]);
+    s.pass_fds.push((OwnedFd::from(dir), 3));
+    run_ok(&s);
+    drop(s);
+    assert!(
+        !Path::new("/var/lib/jail-pwned").exists(),
+        "file created in a host root directory"
+    );
+    let meta = std::fs::metadata("/var/lib").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_ne!(meta.permissions().mode() & 0o777, 0o777);
+}
+
+#[test]
+fn network_only_down_lo_and_host_sees_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    run_ok(&spec(&["net", &port]));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("host listener saw something: {other:?}"),
+    }
+}
+
+#[test]
+fn filesystem_view_scratch_cap_and_noexec() {
+    let p = probe();
+    // Large enough to hold a copy of the (debug) probe binary for the noexec check.
+    let cap = 32u64 << 20;
+    let mut s = spec(&["fs", p.to_str().unwrap(), &cap.to_string()]);
+    s.scratch = Some(ScratchSpec {
+        path: "/scratch".into(),
+        size_bytes: cap,
+    });
+    let before: BTreeSet<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    run_ok(&s);
+    assert!(!Path::new("/pwned").exists() && !Path::new("/dev/pwned").exists());
+    assert!(!Path::new("/lib/pwned").exists());
+    let after: BTreeSet<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    // Other tests may create files in /tmp concurrently; none may be named like the probe's.
+    assert!(
+        after.iter().all(|n| !n.to_string_lossy().contains("pwned")),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn only_passed_fds_survive() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let extra = std::fs::File::open("/dev/null").unwrap();
+    // A deliberately inheritable fd in the supervisor: must not leak.
+    // SAFETY: plain open of a constant path without O_CLOEXEC.
+    let leaky = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    assert!(leaky >= 0);
+    let mut s = spec(&["fds", "0", "1", "2", "3", "7"]);
+    s.pass_fds.push((OwnedFd::from(a), 3));
+    s.pass_fds.push((OwnedFd::from(extra), 7));
+    run_ok(&s);
+    drop(b);
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(leaky) };
+}
+
+#[test]
+fn environment_is_exactly_the_spec() {
+    let mut s = spec(&["env", "A=1", "B=two", "TMPDIR=/scratch"]);
+    s.env = vec![("A".into(), "1".into()), ("B".into(), "two".into())];
+    std::env::set_var("JAIL_SECRET_SHOULD_NOT_LEAK", "x");
+    run_ok(&s);
+}
+
+#[test]
+fn privileges_dropped() {
+    run_ok(&spec(&["privs"]));
+}
+
+#[test]
+fn signals_cannot_leave_the_sandbox() {
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    run_ok(&spec(&["kill", &victim.id().to_string()]));
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "host process was killed from inside the sandbox"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
+
+#[test]
+fn rlimits_applied() {
+    let mut s = spec(&[
+        "rlimits",
+        "as=1073741824",
+        "cpu=7",
+        "fsize=2097152",
+        "nofile=32",
+        "nproc=50",
+        "core=0",
+        "data=536870912",
+    ]);
+    s.limits = Limits {
+        address_space: Some(1 << 30),
+        data: Some(512 << 20),
+        cpu_seconds: Some(7),
+        file_size: Some(2 << 20),
+        nofile: Some(32),
+        nproc: Some(50),
+    };
+    run_ok(&s);
+}
+
+#[test]
+fn private_proc_shows_only_the_sandbox() {
+    let mut s = spec(&["proc"]);
+    s.proc = ProcMode::PrivatePidNs;
+    run_ok(&s);
+}
+
+#[test]
+fn ids_and_session() {
+    let dir = std::fs::File::open("/usr").unwrap();
+    let mut s = spec(&["ids"]);
+    s.pass_fds.push((OwnedFd::from(dir), 3));
+    run_ok(&s);
+}
+
+#[test]
+fn killing_pid1_kills_grandchildren() {
+    let sb = spawn(&spec(&["grandchild"])).unwrap_or_else(|e| panic!("{e}"));
+    // Read until READY.
+    let mut f = std::fs::File::from(sb.stderr.try_clone().unwrap());
+    let mut buf = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&buf).contains("READY") {
+        let n = f.read(&mut b).unwrap();
+        assert!(n > 0, "probe died: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&b[..n]);
+    }
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", sb.pid)).unwrap();
+    let gc: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("a grandchild")
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{gc}")).exists());
+    sb.kill().unwrap();
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGKILL));
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{gc}/status")).exists() {
+        let st = std::fs::read_to_string(format!("/proc/{gc}/status")).unwrap_or_default();
+        if st.is_empty() || st.contains("State:\tZ") || st.contains("State:\tX") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "grandchild {gc} survived pid 1:\n{st}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn fail_closed_when_a_layer_is_unavailable() {
+    for layer in [
+        Layer::Landlock,
+        Layer::Capabilities,
+        Layer::NetNs,
+        Layer::Rlimits,
+    ] {
+        let mut s = spec(&["hello"]);
+        s.test_simulate_unavailable.insert(layer);
+        match spawn(&s) {
+            Err(JailError::LayerUnavailable { layer: l, cause }) => {
+                assert_eq!(l, layer);
+                assert!(cause.contains("simulated"), "{cause}");
+            }
+            other => panic!("{layer}: expected LayerUnavailable, got {other:?}"),
+        }
+        s.allow_weaker.insert(layer);
+        let o = run_ok(&s);
+        match o.layers.get(layer) {
+            Some(LayerState::Weakened { reason }) => assert!(reason.contains("simulated")),
+            other => panic!("{layer}: expected Weakened, got {other:?}"),
+        }
+        assert!(o.layers.to_string().contains("WEAKENED"));
+    }
+}
+
+#[test]
+fn cgroup_v2_reported_honestly() {
+    let facts = host_facts();
+    let mut s = spec(&["hello"]);
+    s.cgroup = Some(CgroupLimits {
+        memory_max: Some(512 << 20),
+        cpu_max: Some((100_000, 100_000)),
+        pids_max: Some(64),
+    });
+    s.allow_weaker.clear();
+    match (&facts.cgroup.v2_unavailable, spawn(&s)) {
+        (
+            Some(why),
+            Err(JailError::LayerUnavailable {
+                layer: Layer::CgroupV2,
+                cause,
+            }),
+        ) => assert_eq!(why, &cause),
+        (None, Ok(sb)) => assert!(sb.layers.is_enforced(Layer::CgroupV2)),
+        (w, r) => panic!("inconsistent: host says {w:?}, spawn gave {r:?}"),
+    }
+    s.allow_weaker.insert(Layer::CgroupV2);
+    let o = run_ok(&s);
+    if let Some(why) = facts.cgroup.v2_unavailable {
+        assert_eq!(
+            o.layers.get(Layer::CgroupV2),
+            Some(&LayerState::NotAvailable {
+                reason: why.clone()
+            })
+        );
+        eprintln!("cgroup v2: {why}");
+    }
+}
+
+#[test]
+fn exec_failure_and_bad_specs_are_errors() {
+    let mut s = spec(&[]);
+    s.program = "/etc/hostname".into();
+    assert!(
+        matches!(spawn(&s), Err(JailError::Exec(_))),
+        "non-executable program must fail"
+    );
+    let mut s = spec(&[]);
+    s.ro_paths.push("/nonexistent/jail-test".into());
+    assert!(matches!(spawn(&s), Err(JailError::Setup(_))));
+    let mut s = spec(&[]);
+    s.ro_paths.push("relative/path".into());
+    assert!(matches!(spawn(&s), Err(JailError::InvalidSpec(_))));
+    let mut s = spec(&[]);
+    s.pass_fds
+        .push((OwnedFd::from(std::fs::File::open("/dev/null").unwrap()), 1));
+    assert!(matches!(spawn(&s), Err(JailError::InvalidSpec(_))));
+}
+
+#[test]
+fn spawner_thread_exit_kills_its_sandboxes() {
+    let spawner = Spawner::new().unwrap();
+    let sb = spawner
+        .spawn(spec(&["pause"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sb.try_wait().unwrap(), None);
+    drop(spawner);
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGKILL));
+}
+
+#[test]
+fn spawn_latency() {
+    let s = spec(&["true"]);
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let sb = spawn(&s).unwrap_or_else(|e| panic!("{e}"));
+        let confirmed = t.elapsed();
+        assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0));
+        times.push((confirmed, t.elapsed()));
+    }
+    let mut c: Vec<Duration> = times.iter().map(|t| t.0).collect();
+    let mut e: Vec<Duration> = times.iter().map(|t| t.1).collect();
+    c.sort();
+    e.sort();
+    eprintln!(
+        "spawn latency (uid {}): spawn-confirmed p50 {:?} p95 {:?}; spawn+exit p50 {:?} p95 {:?}",
+        euid(),
+        c[c.len() / 2],
+        c[c.len() * 95 / 100],
+        e[e.len() / 2],
+        e[e.len() * 95 / 100]
+    );
+}
+
+/// As root: run this whole test binary again as uid/gid 65534 (no capabilities), i.e. rootless.
+#[test]
+fn unprivileged_rerun() {
+    if euid() != 0 {
+        eprintln!(
+            "already unprivileged (uid {}): this run is the rootless pass",
+            euid()
+        );
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&exe)
+        .args(["--skip", "unprivileged_rerun", "--test-threads=4"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("setpriv must be installed (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "--- unprivileged run ---\n{stdout}\n{}",
+        stderr
+            .lines()
+            .filter(|l| l.contains("latency") || l.contains("panicked") || l.contains("FAIL"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        out.status.success(),
+        "unprivileged run failed:\n{stdout}\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("test result: ok."))
+        .expect("test result line");
+    let passed: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(passed >= 15, "too few tests ran unprivileged: {line}");
+}
