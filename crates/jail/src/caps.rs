@@ -29,14 +29,7 @@ pub(crate) fn lock_securebits() -> Result<(), String> {
 /// Drop everything. The bounding set is cleared with a raw loop up to 63 so that capabilities newer than
 /// the `caps` crate's table are dropped too.
 pub(crate) fn drop_all() -> Result<String, String> {
-    let mut dropped = 0;
-    for cap in 0..64 {
-        match sys::prctl(libc::PR_CAPBSET_DROP, cap) {
-            Ok(_) => dropped += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
-            Err(e) => return Err(format!("PR_CAPBSET_DROP({cap}): {e}")),
-        }
-    }
+    let known = drop_bounding()?;
     for set in [
         CapSet::Ambient,
         CapSet::Inheritable,
@@ -59,12 +52,31 @@ pub(crate) fn drop_all() -> Result<String, String> {
         }
     }
     // Kernel capabilities beyond the crate's table: check the bounding set raw.
-    for cap in 0..dropped {
+    for cap in 0..known {
         if sys::prctl(libc::PR_CAPBSET_READ, cap).unwrap_or(1) != 0 {
             return Err(format!("bounding set still holds capability {cap}"));
         }
     }
     Ok(format!(
-        "all sets empty ({dropped} bounding caps dropped); securebits locked"
+        "all sets empty (bounding set of {known} caps cleared); securebits locked"
     ))
+}
+
+/// Clear the bounding set (needs CAP_SETPCAP unless already empty). Returns the number of capabilities the
+/// kernel knows.
+pub(crate) fn drop_bounding() -> Result<u64, String> {
+    let mut known = 0;
+    for cap in 0..64 {
+        match sys::prctl(libc::PR_CAPBSET_READ, cap) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) => return Err(format!("PR_CAPBSET_READ({cap}): {e}")),
+            Ok(0) => {}
+            Ok(_) => {
+                sys::prctl(libc::PR_CAPBSET_DROP, cap)
+                    .map_err(|e| format!("PR_CAPBSET_DROP({cap}): {e}"))?;
+            }
+        }
+        known = cap + 1;
+    }
+    Ok(known)
 }

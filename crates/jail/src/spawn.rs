@@ -205,6 +205,11 @@ fn simulated(spec: &SandboxSpec) -> std::collections::BTreeSet<Layer> {
 /// `execve` succeeded; fails closed with [`JailError::LayerUnavailable`] for a layer that cannot be applied
 /// and is not listed in `spec.allow_weaker`. Call it from a long-lived thread (see [`crate::Spawner`]).
 pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
+    spawn_inner(spec, None)
+}
+
+/// `no_userns`: `Some(reason)` when retrying without a user namespace (root + `allow_weaker` only).
+fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxed, JailError> {
     let t0 = Instant::now();
     validate(spec)?;
     let simulate = simulated(spec);
@@ -261,7 +266,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
 
     // SAFETY: trivial getter.
     let is_root = unsafe { libc::geteuid() } == 0;
-    let with_userns = !simulate.contains(&Layer::UserNs);
+    let with_userns = !simulate.contains(&Layer::UserNs) && no_userns.is_none();
     let stage2 = Stage2Spec {
         program: spec.program.clone(),
         args: spec.args.clone(),
@@ -325,7 +330,7 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
     if !with_userns && !spec.allow_weaker.contains(&Layer::UserNs) {
         return Err(JailError::LayerUnavailable {
             layer: Layer::UserNs,
-            cause: "simulated for tests".into(),
+            cause: "simulated unavailability (test hook)".into(),
         });
     }
     let (pid, pidfd) =
@@ -338,9 +343,22 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
                         Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS)
                     ) =>
             {
+                let cause = format!("clone3(CLONE_NEWUSER|namespaces): {e}");
+                if spec.allow_weaker.contains(&Layer::UserNs) && is_root {
+                    return spawn_inner(spec, Some(cause));
+                }
                 return Err(JailError::LayerUnavailable {
                     layer: Layer::UserNs,
-                    cause: format!("clone3(CLONE_NEWUSER|namespaces): {e}"),
+                    cause,
+                });
+            }
+            Err(e) if !with_userns && e.raw_os_error() == Some(libc::EPERM) => {
+                return Err(JailError::LayerUnavailable {
+                    layer: Layer::UserNs,
+                    cause: format!(
+                        "{}; without a user namespace only root can create the other namespaces",
+                        no_userns.unwrap_or_else(|| "user namespace unavailable".into())
+                    ),
                 });
             }
             Err(e) => return Err(JailError::sys("clone3", e)),
@@ -379,7 +397,13 @@ pub fn spawn(spec: &SandboxSpec) -> Result<Sandboxed, JailError> {
     } else {
         layers_from_parent.set(
             Layer::UserNs,
-            LayerState::weakened("simulated unavailability (test hook)"),
+            LayerState::weakened(format!(
+                "{}; running without a user namespace as host uid/gid {}",
+                no_userns
+                    .as_deref()
+                    .unwrap_or("simulated unavailability (test hook)"),
+                userns::ROOT_MODE_ID
+            )),
         );
     }
     if let Some(plan) = &cg_plan {

@@ -352,9 +352,15 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
     // Rlimits.
     t!(ctx.outcome(Layer::Rlimits, rlimits::apply(&spec.limits)));
 
-    // Without a user namespace (explicitly allowed, root only): become 65534 for real.
+    // Securebits while we still hold CAP_SETPCAP (namespace root, or real root without a user namespace).
     let userns = spec.userns;
+    let secbits = caps::lock_securebits();
+    // Without a user namespace (explicitly allowed, root only): clear the bounding set while still able to,
+    // then become 65534 for real.
     if !userns {
+        if let Err(e) = caps::drop_bounding() {
+            t!(Err(Fail::Unavailable(Layer::Capabilities, e)));
+        }
         let id = crate::userns::ROOT_MODE_ID;
         // SAFETY: single-threaded; plain id changes.
         let ok = unsafe {
@@ -372,13 +378,6 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
             )));
         }
     }
-
-    // Securebits while we still hold CAP_SETPCAP (namespace root).
-    let secbits = if userns {
-        caps::lock_securebits()
-    } else {
-        Ok(())
-    };
 
     // no_new_privs.
     let nnp = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
@@ -425,7 +424,7 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
         if spec.userns {
             format!("{d}; nested user namespaces disabled")
         } else {
-            d
+            format!("{d}; nested user namespaces NOT disabled (no own user namespace): seccomp must block unshare/clone flags")
         }
     });
     t!(ctx.outcome(Layer::Capabilities, caps_res));

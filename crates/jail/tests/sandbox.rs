@@ -326,6 +326,47 @@ fn fail_closed_when_a_layer_is_unavailable() {
 }
 
 #[test]
+fn without_user_namespace_only_root_may_run_weaker() {
+    let mut s = spec(&["hello"]);
+    s.test_simulate_unavailable.insert(Layer::UserNs);
+    assert!(matches!(
+        spawn(&s),
+        Err(JailError::LayerUnavailable {
+            layer: Layer::UserNs,
+            ..
+        })
+    ));
+    s.allow_weaker.insert(Layer::UserNs);
+    if euid() == 0 {
+        let o = run_ok(&s);
+        eprintln!("{}", o.layers);
+        assert!(matches!(
+            o.layers.get(Layer::UserNs),
+            Some(LayerState::Weakened { .. })
+        ));
+        for l in [
+            Layer::PidNs,
+            Layer::MountNs,
+            Layer::Landlock,
+            Layer::Capabilities,
+            Layer::NoNewPrivs,
+        ] {
+            assert!(o.layers.is_enforced(l), "{l}: {:?}", o.layers.get(l));
+        }
+    } else {
+        match spawn(&s) {
+            Err(JailError::LayerUnavailable {
+                layer: Layer::UserNs,
+                cause,
+            }) => {
+                assert!(cause.contains("only root"), "{cause}")
+            }
+            other => panic!("expected LayerUnavailable(UserNs), got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn cgroup_v2_reported_honestly() {
     let facts = host_facts();
     let mut s = spec(&["hello"]);
