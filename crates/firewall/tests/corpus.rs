@@ -7,23 +7,40 @@ use std::path::PathBuf;
 use caffe_sandbox_firewall::{check, inspect, FirewallPolicy, Severity};
 
 fn code_name(c: caffe_sandbox_firewall::FindingCode) -> String {
-    serde_json::to_value(c).expect("code serializes").as_str().expect("string").to_owned()
+    serde_json::to_value(c)
+        .expect("code serializes")
+        .as_str()
+        .expect("string")
+        .to_owned()
 }
 
 #[test]
 fn corpus_verdicts() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus dir").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     files.sort();
     let policy = FirewallPolicy::default();
     let mut checked = 0;
     let mut failures = Vec::new();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "prototxt")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "prototxt"))
+    {
         let bytes = std::fs::read(f).expect("read");
         let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        let expect = std::str::from_utf8(first).ok().and_then(|l| l.strip_prefix("# expect: ")).expect("expect header");
+        let expect = std::str::from_utf8(first)
+            .ok()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("expect header");
         let report = inspect(&bytes, None, &policy);
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if expect == "ok" {
             if !report.accepted {
                 failures.push(format!("{name}: expected acceptance\n{report}"));
@@ -31,16 +48,26 @@ fn corpus_verdicts() {
             check(&bytes, None, &policy).unwrap_or_else(|e| panic!("{name}: {e}"));
         } else {
             let wanted: Vec<&str> = expect.split('|').collect();
-            let hit = report.findings.iter().any(|x| x.severity == Severity::Error && wanted.contains(&code_name(x.code).as_str()));
+            let hit = report.findings.iter().any(|x| {
+                x.severity == Severity::Error && wanted.contains(&code_name(x.code).as_str())
+            });
             if report.accepted || !hit {
                 failures.push(format!("{name}: expected {expect}\n{report}"));
             }
-            assert!(check(&bytes, None, &policy).is_err(), "{name}: check() must refuse");
+            assert!(
+                check(&bytes, None, &policy).is_err(),
+                "{name}: check() must refuse"
+            );
         }
         checked += 1;
     }
     assert!(checked >= 60, "only {checked} corpus files");
-    assert!(failures.is_empty(), "{} corpus failures:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} corpus failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -76,8 +103,10 @@ fn legacy_inputs_become_an_input_layer_in_the_canonical_net() {
     assert!(net.input.is_empty() && net.input_dim.is_empty() && net.input_shape.is_empty());
     assert_eq!(net.layer[0].r#type.as_deref(), Some("Input"));
     assert_eq!(m.report().outputs, vec![("prob".to_owned(), vec![1, 10])]);
-    let mut strict = FirewallPolicy::default();
-    strict.allow_legacy_inputs = false;
+    let strict = FirewallPolicy {
+        allow_legacy_inputs: false,
+        ..FirewallPolicy::default()
+    };
     assert!(!inspect(&bytes, None, &strict).accepted);
 }
 
@@ -86,6 +115,10 @@ fn phase_filtered_layers_are_dropped_from_the_canonical_net() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let bytes = std::fs::read(dir.join("ok_all_types.prototxt")).expect("read");
     let m = check(&bytes, None, &FirewallPolicy::default()).expect("accepted");
-    assert!(m.net().layer.iter().all(|l| l.name.as_deref() != Some("train_only") && l.include.is_empty()));
+    assert!(m
+        .net()
+        .layer
+        .iter()
+        .all(|l| l.name.as_deref() != Some("train_only") && l.include.is_empty()));
     assert_eq!(m.report().outputs, vec![("prob".to_owned(), vec![1, 2])]);
 }

@@ -11,11 +11,16 @@ use prost::Message;
 
 #[test]
 fn open_nsfw_passes_with_sane_estimates() {
-    let Some(dir) = common::open_nsfw_dir() else { return };
+    let Some(dir) = common::open_nsfw_dir() else {
+        return;
+    };
     let policy = FirewallPolicy::default();
     let t = Instant::now();
     let model = check_dir(&dir, &policy).unwrap_or_else(|e| panic!("open_nsfw refused: {e}"));
-    eprintln!("check_dir(open_nsfw) incl. reading files: {:?}", t.elapsed());
+    eprintln!(
+        "check_dir(open_nsfw) incl. reading files: {:?}",
+        t.elapsed()
+    );
     let r = model.report();
     eprintln!("{r}");
     assert!(r.accepted);
@@ -23,21 +28,47 @@ fn open_nsfw_passes_with_sane_estimates() {
     assert!(r.inference_complete);
     assert_eq!(r.layers.len(), 229);
     // ResNet-50 at half width: ~6M parameters, ~2 GFLOPs, well under a GiB.
-    assert!((5_000_000..7_000_000).contains(&r.total_params), "{}", r.total_params);
-    assert!((1_000_000_000..4_000_000_000).contains(&r.total_flops), "{}", r.total_flops);
-    assert!((50 << 20..512 << 20).contains(&r.total_bytes), "{}", r.total_bytes);
+    assert!(
+        (5_000_000..7_000_000).contains(&r.total_params),
+        "{}",
+        r.total_params
+    );
+    assert!(
+        (1_000_000_000..4_000_000_000).contains(&r.total_flops),
+        "{}",
+        r.total_flops
+    );
+    assert!(
+        (50 << 20..512 << 20).contains(&r.total_bytes),
+        "{}",
+        r.total_bytes
+    );
     let w = r.weights.as_ref().expect("weights summary");
-    let with_params = r.layers.iter().filter(|l| !l.param_shapes.is_empty()).count();
+    let with_params = r
+        .layers
+        .iter()
+        .filter(|l| !l.param_shapes.is_empty())
+        .count();
     assert_eq!(w.matched_layers, with_params);
-    assert!(r.findings.iter().all(|f| f.code != caffe_sandbox_firewall::FindingCode::MissingWeights));
-    let conv1 = r.layers.iter().find(|l| l.name == "conv_1").expect("conv_1");
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.code != caffe_sandbox_firewall::FindingCode::MissingWeights));
+    let conv1 = r
+        .layers
+        .iter()
+        .find(|l| l.name == "conv_1")
+        .expect("conv_1");
     assert_eq!(conv1.top_shapes, vec![vec![1, 64, 112, 112]]);
     assert_eq!(conv1.param_shapes, vec![vec![64, 3, 7, 7], vec![64]]);
 
     // What was checked is what runs: the canonical bytes decode to the checked net and re-check
     // to the same report, and canonicalisation is idempotent.
     let net_bytes = model.canonical_net_bytes();
-    assert_eq!(&NetParameter::decode(net_bytes.as_slice()).expect("canonical net decodes"), model.net());
+    assert_eq!(
+        &NetParameter::decode(net_bytes.as_slice()).expect("canonical net decodes"),
+        model.net()
+    );
     let wbytes = model.canonical_weights_bytes().expect("canonical weights");
     let (proto_path, _) = model_files(&dir).expect("files");
     let proto = std::fs::read(proto_path).expect("prototxt");
@@ -45,12 +76,17 @@ fn open_nsfw_passes_with_sane_estimates() {
     assert_eq!(again.canonical_weights_bytes(), Some(wbytes));
     assert_eq!(again.report().total_flops, r.total_flops);
     let w2 = again.report().weights.as_ref().expect("weights");
-    assert_eq!((w2.matched_layers, w2.ignored_layers, w2.legacy_format), (w.matched_layers, 0, false));
+    assert_eq!(
+        (w2.matched_layers, w2.ignored_layers, w2.legacy_format),
+        (w.matched_layers, 0, false)
+    );
 }
 
 #[test]
 fn open_nsfw_inspect_timing() {
-    let Some(dir) = common::open_nsfw_dir() else { return };
+    let Some(dir) = common::open_nsfw_dir() else {
+        return;
+    };
     let (p, w) = model_files(&dir).expect("files");
     let p = std::fs::read(p).expect("prototxt");
     let w = std::fs::read(w.expect("caffemodel")).expect("weights");
@@ -61,5 +97,8 @@ fn open_nsfw_inspect_timing() {
     for _ in 0..n {
         assert!(inspect(&p, Some(&w), &policy).accepted);
     }
-    eprintln!("inspect(open_nsfw, bytes in memory): {:?} per call", t.elapsed() / n);
+    eprintln!(
+        "inspect(open_nsfw, bytes in memory): {:?} per call",
+        t.elapsed() / n
+    );
 }

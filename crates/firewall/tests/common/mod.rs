@@ -29,6 +29,11 @@ pub fn require(path: PathBuf, what: &str, how: &str) -> Option<PathBuf> {
 
 /// The open_nsfw model directory (`$CAFFE_SANDBOX_MODELS/open_nsfw` or `<workspace>/.cache/models/open_nsfw`).
 pub fn open_nsfw_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("CAFFE_SANDBOX_MODELS").map_or_else(|| workspace().join(".cache/models"), PathBuf::from);
-    require(base.join("open_nsfw"), "open_nsfw model", "run scripts/setup or set CAFFE_SANDBOX_MODELS")
+    let base = std::env::var_os("CAFFE_SANDBOX_MODELS")
+        .map_or_else(|| workspace().join(".cache/models"), PathBuf::from);
+    require(
+        base.join("open_nsfw"),
+        "open_nsfw model",
+        "run scripts/setup or set CAFFE_SANDBOX_MODELS",
+    )
 }
