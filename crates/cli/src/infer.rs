@@ -1,6 +1,6 @@
 //! `caffe-sandbox infer`: one sandboxed worker, one model, every input answered with a result or an error.
 use crate::exit;
-use crate::options::SandboxArgs;
+use crate::options::{FirewallArgs, SandboxArgs};
 use caffe_sandbox_preprocess::{parse_npy, top_k};
 use caffe_sandbox_supervisor::{Error, Input, ModelBundle, Output, Worker};
 use clap::Args;
@@ -24,6 +24,8 @@ pub struct InferArgs {
     pub json: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    #[command(flatten)]
+    pub firewall: FirewallArgs,
 }
 
 /// Largest input file read.
@@ -40,7 +42,11 @@ pub fn run(args: InferArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return report_fatal(&args, &e),
     };
-    let model = match ModelBundle::from_dir(&args.model, &Default::default()) {
+    let model = match ModelBundle::from_dir_checked(
+        &args.model,
+        &Default::default(),
+        &args.firewall.mode(),
+    ) {
         Ok(m) => m,
         Err(e) => {
             audit.record(

@@ -1,5 +1,5 @@
 //! Options shared by the commands that start sandboxed workers.
-use caffe_sandbox_supervisor::{AuditLog, Deadlines, LaunchConfig, Layer};
+use caffe_sandbox_supervisor::{AuditLog, Deadlines, FirewallMode, LaunchConfig, Layer};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,5 +72,36 @@ impl SandboxArgs {
                 AuditLog::disabled()
             }
         }
+    }
+}
+
+/// The model firewall.
+#[derive(Args, Debug, Clone)]
+pub struct FirewallArgs {
+    /// `enforce` (default): check the model in memory-safe Rust and refuse it on any error finding; Caffe then
+    /// receives the canonical re-encoding of what was checked. `off`: let Caffe parse the original files
+    /// (still inside the sandbox) — for testing the sandbox itself or for models the firewall cannot model.
+    #[arg(long, value_name = "MODE", default_value = "enforce", value_parser = ["enforce", "off"])]
+    pub firewall: String,
+    /// Opt in to a layer type outside the inference allowlist (repeatable), e.g. PReLU.
+    #[arg(long = "allow-layer-type", value_name = "TYPE")]
+    pub allow_layer_types: Vec<String>,
+    /// Accept HDF5-format weights (parsed by libhdf5 inside the worker; not recommended).
+    #[arg(long)]
+    pub allow_hdf5_weights: bool,
+}
+
+impl FirewallArgs {
+    /// The firewall mode these options describe.
+    pub fn mode(&self) -> FirewallMode {
+        if self.firewall == "off" {
+            return FirewallMode::Off;
+        }
+        let mut policy = caffe_sandbox_firewall::FirewallPolicy::default();
+        policy
+            .allow_layer_types
+            .extend(self.allow_layer_types.iter().cloned());
+        policy.allow_hdf5_weights = self.allow_hdf5_weights;
+        FirewallMode::Enforce(policy)
     }
 }

@@ -13,6 +13,7 @@ pub enum WorkerFailure {
         syscall: String,
         arch: String,
         phase: String,
+        detail: String,
     },
     /// The worker exceeded its address-space limit (allocation failed) or was killed for memory.
     MemoryLimit {
@@ -40,9 +41,11 @@ impl std::fmt::Display for WorkerFailure {
                 syscall,
                 arch,
                 phase,
-            } => {
-                write!(f, "seccomp violation: system call {syscall} ({arch}) blocked in the {phase} phase")
-            }
+                detail,
+            } => write!(
+                f,
+                "seccomp violation: system call {syscall} ({arch}) blocked in the {phase} phase ({detail})"
+            ),
             WorkerFailure::MemoryLimit {
                 limit_bytes: Some(l),
                 detail,

@@ -205,6 +205,8 @@ pub struct Launched {
     pub channel: Option<SupervisorChannel>,
     pub stderr: Option<OwnedFd>,
     pub layers: LayerReport,
+    /// The resolved seccomp policy the worker's filter was compiled from (the monitor needs the same one).
+    pub seccomp_policy: Option<caffe_sandbox_seccomp::ResolvedPolicy>,
 }
 
 /// The process-wide spawner thread (PR_SET_PDEATHSIG follows the creating *thread*, so all spawns happen on
@@ -232,9 +234,11 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
         cfg.log_level.to_string().into(),
     ];
     let mut pass_fds = vec![(worker_end, 3)];
-    if let Some(prog) = crate::seccomp_watch::compiled_worker_filter(cfg)? {
+    let mut seccomp_policy = None;
+    if let Some((prog, policy)) = crate::seccomp_watch::compiled_worker_filter(cfg)? {
         pass_fds.push((prog, 4));
         args.extend(["--seccomp-fd".into(), "4".into()]);
+        seccomp_policy = Some(policy);
     }
     let mut spec = SandboxSpec::new(&cfg.worker_exe);
     spec.args = args;
@@ -282,6 +286,7 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
         stderr: None,
         channel: Some(channel),
         layers,
+        seccomp_policy,
         sandbox,
     })
 }

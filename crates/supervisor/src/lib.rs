@@ -25,5 +25,5 @@ pub use audit::AuditLog;
 pub use caffe_sandbox_jail::{Layer, LayerReport, LayerState};
 pub use error::{Error, Result, WorkerFailure};
 pub use launch::{LaunchConfig, ResourceLimits};
-pub use model::{ModelBundle, ModelFileLimits};
+pub use model::{FirewallMode, ModelBundle, ModelFileLimits};
 pub use worker::{BlobShape, Deadlines, Input, ModelInfo, Output, Worker};

@@ -25,6 +25,21 @@ impl Default for ModelFileLimits {
     }
 }
 
+/// Whether the model firewall (crates/firewall) checks models before Caffe sees them.
+#[derive(Debug, Clone)]
+pub enum FirewallMode {
+    /// Check; refuse on any error finding; hand Caffe the canonical re-encoding of what was checked.
+    Enforce(caffe_sandbox_firewall::FirewallPolicy),
+    /// No check (explicit user choice, reported): Caffe parses the original files inside the sandbox.
+    Off,
+}
+
+impl Default for FirewallMode {
+    fn default() -> Self {
+        FirewallMode::Enforce(Default::default())
+    }
+}
+
 /// The model files, in memory.
 #[derive(Debug, Clone)]
 pub struct ModelBundle {
@@ -44,11 +59,23 @@ pub struct ModelBundle {
     pub net_is_text: bool,
     pub weights: Vec<u8>,
     pub labels: Option<Vec<String>>,
+    /// The firewall's report when it checked the model (None when the firewall was off).
+    pub firewall: Option<caffe_sandbox_firewall::Report>,
 }
 
 impl ModelBundle {
     /// Reads `dir`: `model.toml` (optional), the prototxt, the weights and the labels it names.
     pub fn from_dir(dir: &Path, limits: &ModelFileLimits) -> Result<ModelBundle> {
+        Self::from_dir_checked(dir, limits, &FirewallMode::default())
+    }
+
+    /// Reads `dir` and, unless the firewall is off, checks the model in memory-safe Rust before any worker
+    /// sees it; the worker then receives the canonical binary re-encoding of exactly what was checked.
+    pub fn from_dir_checked(
+        dir: &Path,
+        limits: &ModelFileLimits,
+        firewall: &FirewallMode,
+    ) -> Result<ModelBundle> {
         let meta = std::fs::metadata(dir).map_err(|source| Error::File {
             path: dir.to_path_buf(),
             source,
@@ -90,7 +117,7 @@ impl ModelBundle {
             )?),
             None => None,
         };
-        Ok(ModelBundle {
+        let mut bundle = ModelBundle {
             dir: dir.to_path_buf(),
             config,
             model_toml,
@@ -101,7 +128,26 @@ impl ModelBundle {
             net_is_text: true,
             weights,
             labels,
-        })
+            firewall: None,
+        };
+        if let FirewallMode::Enforce(policy) = firewall {
+            let checked = caffe_sandbox_firewall::check(&bundle.net, Some(&bundle.weights), policy)
+                .map_err(|e| {
+                    Error::Firewall(format!(
+                        "{} (prototxt {}, weights {})",
+                        e,
+                        bundle.prototxt_path.display(),
+                        bundle.weights_path.display()
+                    ))
+                })?;
+            bundle.net = checked.canonical_net_bytes();
+            bundle.net_is_text = false;
+            if let Some(w) = checked.canonical_weights_bytes() {
+                bundle.weights = w.to_vec();
+            }
+            bundle.firewall = Some(checked.report().clone());
+        }
+        Ok(bundle)
     }
 
     /// The JSON load options the worker expects (see crates/worker/src/options.rs).

@@ -110,8 +110,8 @@ pub struct EndFacts<'a> {
     pub status: ExitStatus,
     /// Set when the supervisor itself killed the worker (deadline), with the phase and limit.
     pub killed_for_timeout: Option<(&'a str, u64)>,
-    /// The first seccomp violation the monitor recorded: (syscall, arch, phase).
-    pub seccomp: Option<(String, String, String)>,
+    /// The first seccomp violation the monitor recorded: (syscall, arch, phase, detail).
+    pub seccomp: Option<(String, String, String, String)>,
     /// The CHECK-failure message the worker sent before exiting, if any.
     pub check_message: Option<String>,
     pub stderr_tail: &'a str,
@@ -128,11 +128,12 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
             limit_ms,
         };
     }
-    if let Some((syscall, arch, phase)) = &f.seccomp {
+    if let Some((syscall, arch, phase, detail)) = &f.seccomp {
         return WorkerFailure::SeccompViolation {
             syscall: syscall.clone(),
             arch: arch.clone(),
             phase: phase.clone(),
+            detail: detail.clone(),
         };
     }
     let memory = |detail: &str| WorkerFailure::MemoryLimit {
@@ -146,6 +147,7 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
             syscall: "unknown (killed by the listener-less inference-phase filter)".into(),
             arch: "x86_64".into(),
             phase: "inference".into(),
+            detail: caffe_sandbox_seccomp::SIGSYS_CAUSE.into(),
         },
         ExitStatus::Signaled(libc::SIGXCPU) => WorkerFailure::CpuLimit {
             limit_seconds: f.cpu_limit_seconds.unwrap_or(0),
@@ -227,10 +229,15 @@ mod tests {
         f.check_message = Some("forged".into());
         assert_eq!(classify(&f).label(), "timeout");
         let mut f = facts(ExitStatus::Signaled(libc::SIGKILL));
-        f.seccomp = Some(("execve".into(), "x86_64".into(), "load".into()));
+        f.seccomp = Some((
+            "execve".into(),
+            "x86_64".into(),
+            "load".into(),
+            "not allowed".into(),
+        ));
         assert_eq!(
             classify(&f).to_string(),
-            "seccomp violation: system call execve (x86_64) blocked in the load phase"
+            "seccomp violation: system call execve (x86_64) blocked in the load phase (not allowed)"
         );
     }
 

@@ -171,12 +171,16 @@ impl Worker {
         match listener {
             Some(fd) => {
                 let pidfd = w.launched.as_ref().map(|l| l.sandbox.pidfd.try_clone()).transpose();
-                match pidfd {
-                    Ok(Some(pidfd)) => match SeccompWatch::start(fd, pidfd) {
+                let policy = w.launched.as_mut().and_then(|l| l.seccomp_policy.take());
+                match (pidfd, policy) {
+                    (Ok(Some(pidfd)), Some(policy)) => match SeccompWatch::start(fd, pidfd, policy) {
                         Ok(s) => w.seccomp = Some(s),
                         Err(e) => return Err(w.sandbox_error(format!("seccomp monitor: {e}"))),
                     },
-                    Ok(None) | Err(_) => return Err(w.sandbox_error("seccomp monitor: no pidfd".into())),
+                    (_, None) => {
+                        return Err(w.violation("sent a seccomp listener although none was requested".into()))
+                    }
+                    _ => return Err(w.sandbox_error("seccomp monitor: no pidfd".into())),
                 }
             }
             None if w.cfg.require_seccomp() => {

@@ -13,6 +13,7 @@ use caffe_sandbox_protocol::{
     Tensor, TensorHeader, ToWorker, WorkerChannel, WorkerErrorKind, PROTOCOL_VERSION,
 };
 use caffe_sandbox_worker::engine::{self, Net, NetFormat};
+use caffe_sandbox_worker::filter::PendingInferenceFilter;
 use caffe_sandbox_worker::options::LoadOptions;
 use caffe_sandbox_worker::pipeline::image_to_tensor;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -103,15 +104,15 @@ fn main() {
             std::process::exit(EXIT_INIT);
         }
     };
-    let listener = match args.seccomp_fd {
+    let (listener, pending_filter) = match args.seccomp_fd {
         Some(fd) => match caffe_sandbox_worker::filter::install_from_fd(fd) {
-            Ok(l) => Some(l),
+            Ok((l, p)) => (Some(l), Some(p)),
             Err(e) => {
                 eprintln!("caffe-sandbox-worker: seccomp: {e}");
                 std::process::exit(EXIT_INIT);
             }
         },
-        None => None,
+        None => (None, None),
     };
     let hello = FromWorker::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -129,7 +130,7 @@ fn main() {
     }
     drop(fds);
     drop(listener); // the supervisor holds its copy; ours must not keep the listener alive
-    std::process::exit(serve(channel));
+    std::process::exit(serve(channel, pending_filter));
 }
 
 /// The worker's state between requests.
@@ -138,7 +139,7 @@ struct Loaded {
     options: LoadOptions,
 }
 
-fn serve(channel: &WorkerChannel) -> i32 {
+fn serve(channel: &WorkerChannel, mut pending_filter: Option<PendingInferenceFilter>) -> i32 {
     let mut loaded: Option<Loaded> = None;
     loop {
         let (msg, fds) = match channel.recv(None) {
@@ -164,7 +165,14 @@ fn serve(channel: &WorkerChannel) -> i32 {
                 ) {
                     Ok((l, reply)) => {
                         loaded = Some(l);
-                        Ok((reply, Vec::new()))
+                        // Tighten seccomp before answering: from here on only inference happens.
+                        match pending_filter.take().map(PendingInferenceFilter::install) {
+                            Some(Err(e)) => {
+                                eprintln!("caffe-sandbox-worker: {e}");
+                                return EXIT_INIT;
+                            }
+                            _ => Ok((reply, Vec::new())),
+                        }
                     }
                     Err(e) => Err(e),
                 }

@@ -1,0 +1,173 @@
+//! Shared helpers of the CLI's integration tests: they run the real `caffe-sandbox` binary, which starts the
+//! real worker (real libcaffe) in the real sandbox. Preconditions (setup done, user namespaces, seccomp) are
+//! asserted loudly: a missing precondition is a test failure, never a skip.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_caffe-sandbox"))
+}
+
+/// A sibling binary of the workspace (worker, in-process baseline); built by `cargo test --workspace`.
+pub fn sibling(name: &str) -> PathBuf {
+    let p = bin().parent().unwrap().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the whole workspace (cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+pub fn open_nsfw() -> PathBuf {
+    let p = repo().join(".cache/models/open_nsfw");
+    assert!(
+        p.join("resnet_50_1by2_nsfw.caffemodel").is_file(),
+        "open_nsfw is missing at {}: run scripts/setup (these tests need the real model)",
+        p.display()
+    );
+    p
+}
+
+pub fn sample(name: &str) -> PathBuf {
+    let p = repo().join(".cache/samples").join(name);
+    assert!(
+        p.is_file(),
+        "sample {} missing: run scripts/setup",
+        p.display()
+    );
+    p
+}
+
+/// A fresh world-readable temporary directory (the sandboxed worker runs as an unprivileged uid).
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "cs-test-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    set_mode(&d, 0o755);
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Writes a model directory with `prototxt` and `weights` bytes (world-readable).
+pub fn model_dir(tag: &str, prototxt: &str, weights: &[u8]) -> PathBuf {
+    let d = tmpdir(tag);
+    std::fs::write(d.join("deploy.prototxt"), prototxt).unwrap();
+    std::fs::write(d.join("weights.caffemodel"), weights).unwrap();
+    for f in ["deploy.prototxt", "weights.caffemodel"] {
+        set_mode(&d.join(f), 0o644);
+    }
+    d
+}
+
+/// Writes a float32 little-endian C-order .npy file.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let shape_s = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+    set_mode(path, 0o644);
+}
+
+/// Who runs the supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum As {
+    /// The test's own user (root in CI).
+    Invoker,
+    /// uid/gid 65534 with no supplementary groups: the rootless path through user namespaces.
+    Unprivileged,
+}
+
+pub fn both() -> [As; 2] {
+    if unsafe_is_root() {
+        [As::Invoker, As::Unprivileged]
+    } else {
+        // Already unprivileged: both runs are rootless.
+        [As::Invoker, As::Invoker]
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `caffe-sandbox ARGS` as `who`, with an audit log in a temporary directory.
+pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
+    let audit = tmpdir("audit").join("audit.jsonl");
+    let mut cmd = match who {
+        As::Invoker => Command::new(bin()),
+        As::Unprivileged => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(bin());
+            c
+        }
+    };
+    cmd.args(args).arg("--audit-log").arg(&audit);
+    cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
+    // Tests need a writable audit dir for both users.
+    set_mode(audit.parent().unwrap(), 0o777);
+    cmd.output().expect("run caffe-sandbox")
+}
+
+/// Convenience: `run` with string arguments.
+pub fn run_s(who: As, args: &[&str]) -> Output {
+    let v: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    run(who, &v)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Parses `--json` output.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
+}
