@@ -248,6 +248,15 @@ fn rlimits_applied() {
 }
 
 #[test]
+fn rlimits_enforced() {
+    let mut s = spec(&["enforce", "268435456", "12", "65536"]);
+    s.limits.address_space = Some(256 << 20);
+    s.limits.nproc = Some(12);
+    s.limits.file_size = Some(65536);
+    run_ok(&s);
+}
+
+#[test]
 fn private_proc_shows_only_the_sandbox() {
     let mut s = spec(&["proc"]);
     s.proc = ProcMode::PrivatePidNs;

@@ -66,6 +66,7 @@ pub fn main() -> i32 {
         "privs" => privs(&mut p),
         "kill" => kill(&mut p, rest[0].parse().expect("pid")),
         "rlimits" => rlimits(&mut p, rest),
+        "enforce" => enforce(&mut p, rest),
         "proc" => proc_(&mut p),
         "grandchild" => grandchild(),
         "pause" => loop {
@@ -485,4 +486,70 @@ fn grandchild() {
         // SAFETY: pause sleeps until a signal.
         unsafe { libc::pause() };
     }
+}
+
+/// Limits actually bite: address space (mmap beyond it fails), processes (fork stops at nproc), file size.
+fn enforce(p: &mut P, rest: &[String]) {
+    let as_limit: usize = rest[0].parse().expect("as");
+    let nproc: usize = rest[1].parse().expect("nproc");
+    // SAFETY: anonymous private mapping request; checked for MAP_FAILED; unmapped if it succeeds.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            as_limit,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    let e = errno();
+    p.check(
+        "mmap beyond RLIMIT_AS fails",
+        m == libc::MAP_FAILED && e == libc::ENOMEM,
+        format!("errno {e}"),
+    );
+    if m != libc::MAP_FAILED {
+        // SAFETY: unmapping the mapping just created.
+        unsafe { libc::munmap(m, as_limit) };
+    }
+    let mut kids = Vec::new();
+    let mut err = 0;
+    for _ in 0..nproc * 2 {
+        // SAFETY: fork in a single-threaded process; the child only pauses until killed.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            loop {
+                // SAFETY: pause sleeps until a signal.
+                unsafe { libc::pause() };
+            }
+        }
+        if pid < 0 {
+            err = errno();
+            break;
+        }
+        kids.push(pid);
+    }
+    p.check(
+        "fork stops at RLIMIT_NPROC",
+        err == libc::EAGAIN && kids.len() < nproc,
+        format!("{} children, errno {err}", kids.len()),
+    );
+    for k in kids {
+        // SAFETY: killing and reaping our own children.
+        unsafe {
+            libc::kill(k, libc::SIGKILL);
+            libc::waitpid(k, std::ptr::null_mut(), 0);
+        }
+    }
+    // RLIMIT_FSIZE: writing past it raises SIGXFSZ (ignored here so the write fails with EFBIG).
+    // SAFETY: ignoring a signal.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let fsize: usize = rest[2].parse().expect("fsize");
+    let r = std::fs::write("/scratch/big", vec![0u8; fsize + 4096]);
+    p.check(
+        "write beyond RLIMIT_FSIZE fails",
+        r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EFBIG),
+        format!("{r:?}"),
+    );
 }
