@@ -1,7 +1,7 @@
 //! Worker side: installing compiled filters with the raw `seccomp(2)` syscall.
 //!
 //! libc only (no libseccomp in the worker). Both functions set
-//! `no_new_privs` first if it is not set yet, and synchronise the filter to
+//! `no_new_privs` if the kernel asks for it (`EACCES`), and synchronise the filter to
 //! every thread of the process (`SECCOMP_FILTER_FLAG_TSYNC`): the worker
 //! already runs OpenBLAS threads when it installs the filter.
 
@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 pub const BPF_MAXINSNS: usize = 4096;
 
 fn to_insns(bpf: &[u8]) -> io::Result<Vec<libc::sock_filter>> {
-    if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > BPF_MAXINSNS {
+    if bpf.is_empty() || !bpf.len().is_multiple_of(8) || bpf.len() / 8 > BPF_MAXINSNS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -48,11 +48,7 @@ pub fn ensure_no_new_privs() -> io::Result<()> {
     Ok(())
 }
 
-fn seccomp_set_filter(
-    insns: &[libc::sock_filter],
-    flags: libc::c_ulong,
-) -> io::Result<libc::c_long> {
-    ensure_no_new_privs()?;
+fn seccomp_raw(insns: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<libc::c_long> {
     let prog = libc::sock_fprog {
         len: insns.len() as libc::c_ushort,
         filter: insns.as_ptr().cast_mut(),
@@ -89,7 +85,11 @@ pub fn install_filter_with_listener(bpf: &[u8]) -> io::Result<OwnedFd> {
     let flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
         | libc::SECCOMP_FILTER_FLAG_TSYNC
         | libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
-    let fd = seccomp_set_filter(&insns, flags)?;
+    // Always set nnp explicitly, even as root (where the kernel would accept
+    // the filter without it): setuid binaries and file capabilities must stay
+    // inert in the worker.
+    ensure_no_new_privs()?;
+    let fd = seccomp_raw(&insns, flags)?;
     let fd =
         libc::c_int::try_from(fd).map_err(|_| io::Error::other("seccomp returned a bad fd"))?;
     // SAFETY: with NEW_LISTENER a non-negative return value is a new fd owned
@@ -102,7 +102,15 @@ pub fn install_filter_with_listener(bpf: &[u8]) -> io::Result<OwnedFd> {
 /// filter to allow `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC)`.
 pub fn install_filter(bpf: &[u8]) -> io::Result<()> {
     let insns = to_insns(bpf)?;
-    let rc = seccomp_set_filter(&insns, libc::SECCOMP_FILTER_FLAG_TSYNC)?;
+    // Under the listener filter nnp is already set, and the policy need not
+    // allow prctl: only set it if the kernel asks (EACCES).
+    let rc = match seccomp_raw(&insns, libc::SECCOMP_FILTER_FLAG_TSYNC) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            ensure_no_new_privs()?;
+            seccomp_raw(&insns, libc::SECCOMP_FILTER_FLAG_TSYNC)?
+        }
+        r => r?,
+    };
     if rc != 0 {
         // Without TSYNC_ESRCH a positive value is the id of a thread that
         // could not be synchronised.

@@ -90,6 +90,9 @@ pub struct GateEvent {
     pub rule: usize,
 }
 
+/// Called on the monitor thread for each violation.
+pub type ViolationCallback = Box<dyn Fn(&Violation) + Send + Sync>;
+
 /// What the monitor does besides recording.
 pub struct MonitorOptions {
     /// pidfd of the worker (preferred way to kill it: no pid reuse race).
@@ -98,7 +101,7 @@ pub struct MonitorOptions {
     /// waits for our answer).
     pub pidfd: Option<OwnedFd>,
     /// Called on the monitor thread for each violation, after the kill.
-    pub on_violation: Option<Box<dyn Fn(&Violation) + Send + Sync>>,
+    pub on_violation: Option<ViolationCallback>,
     /// Violations kept (later ones are counted, not stored).
     pub max_violations: usize,
     /// Gate events kept.

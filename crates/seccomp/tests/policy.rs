@@ -365,17 +365,11 @@ fn argument_filters_hold() {
         );
         assert_eq!(c("ioctl", [0, libc::TIOCSTI, 0, 0, 0, 0]), Verdict::Deny);
         assert_eq!(
-            c(
-                "ioctl",
-                [3, libc::SECCOMP_IOCTL_NOTIF_SEND as u64, 0, 0, 0, 0]
-            ),
+            c("ioctl", [3, libc::SECCOMP_IOCTL_NOTIF_SEND, 0, 0, 0, 0]),
             Verdict::Deny
         );
         assert_eq!(
-            c(
-                "ioctl",
-                [3, libc::SECCOMP_IOCTL_NOTIF_RECV as u64, 0, 0, 0, 0]
-            ),
+            c("ioctl", [3, libc::SECCOMP_IOCTL_NOTIF_RECV, 0, 0, 0, 0]),
             Verdict::Deny
         );
         // socket: never runs.
