@@ -3,6 +3,8 @@
 
 use std::fs;
 use std::io;
+use std::io::Read;
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -17,9 +19,10 @@ const NEW: &str = "/newroot";
 /// One read-only bind.
 #[derive(Debug, Clone)]
 pub(crate) struct RoBind {
-    /// Host path after resolving symlinks (looked up before the first pivot).
-    pub src: PathBuf,
-    /// Path inside the sandbox (as given).
+    /// `O_PATH` fd of the host file or directory, opened by the clone child with the caller's credentials.
+    pub src_fd: RawFd,
+    pub is_dir: bool,
+    /// Path inside the sandbox (the host path as given).
     pub dst: PathBuf,
     pub exec: bool,
 }
@@ -43,22 +46,37 @@ fn under(root: &str, p: &Path) -> PathBuf {
     Path::new(root).join(p.strip_prefix("/").unwrap_or(p))
 }
 
-/// Resolve the host side of each bind while the host root is still `/`.
+/// Collect the fds the clone child opened for the binds (one i32 per bind on `pipe_fd`).
 pub(crate) fn resolve_binds(
-    exec: &[PathBuf],
-    noexec: &[PathBuf],
+    binds: &[(PathBuf, bool)],
+    pipe_fd: RawFd,
 ) -> Result<Vec<RoBind>, MountError> {
+    // SAFETY: the pipe read end was handed to us by the supervisor and is owned by this process.
+    let mut pipe = unsafe { fs::File::from_raw_fd(pipe_fd) };
     let mut out = Vec::new();
-    for (paths, is_exec) in [(exec, true), (noexec, false)] {
-        for p in paths {
-            let src = fs::canonicalize(p)
-                .map_err(|e| MountError::Config(format!("read-only path {}: {e}", p.display())))?;
-            out.push(RoBind {
-                src,
-                dst: p.clone(),
-                exec: is_exec,
-            });
+    for (dst, exec) in binds {
+        let mut b = [0u8; 4];
+        pipe.read_exact(&mut b)
+            .map_err(|e| MountError::Kernel(format!("read bind fds: {e}")))?;
+        let v = i32::from_ne_bytes(b);
+        if v < 0 {
+            return Err(MountError::Config(format!(
+                "read-only path {}: {}",
+                dst.display(),
+                io::Error::from_raw_os_error(-v)
+            )));
         }
+        // SAFETY: fstat on the O_PATH fd into a zeroed struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and output pointer.
+        sys::check(unsafe { libc::fstat(v, &mut st) })
+            .map_err(|e| MountError::Kernel(format!("fstat {}: {e}", dst.display())))?;
+        out.push(RoBind {
+            src_fd: v,
+            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            dst: dst.clone(),
+            exec: *exec,
+        });
     }
     // Parents before children so nested binds land on top of their parent's bind.
     out.sort_by_key(|b| b.dst.components().count());
@@ -144,18 +162,15 @@ pub(crate) fn build(
     .map_err(k)?;
 
     for b in &binds {
-        let src = under(OLD, &b.src);
+        // The host procfs (under the old root) resolves the clone child's fd to the exact file it opened.
+        let src = PathBuf::from(format!("{OLD}/proc/self/fd/{}", b.src_fd));
         let dst = under(NEW, &b.dst);
-        let is_dir = src.is_dir();
+        let is_dir = b.is_dir;
         create_mountpoint(&dst, is_dir)
             .map_err(ctx(format!("create mount point {}", b.dst.display())))
             .map_err(k)?;
         sys::mount(Some(&src), &dst, None, libc::MS_BIND | libc::MS_REC, None)
-            .map_err(ctx(format!(
-                "bind {} -> {}",
-                b.src.display(),
-                b.dst.display()
-            )))
+            .map_err(ctx(format!("bind {}", b.dst.display())))
             .map_err(k)?;
         let mut attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if !b.exec {

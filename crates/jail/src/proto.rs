@@ -21,8 +21,10 @@ pub(crate) struct Stage2Spec {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
-    pub ro_paths: Vec<PathBuf>,
-    pub ro_noexec_paths: Vec<PathBuf>,
+    /// Read-only binds (path inside = host path, executable?), in the order the clone child opened them.
+    pub binds: Vec<(PathBuf, bool)>,
+    /// Pipe carrying one i32 per bind: the O_PATH fd the clone child opened (or -errno).
+    pub bind_fd_pipe: RawFd,
     pub dev_nodes: Vec<PathBuf>,
     pub proc: ProcMode,
     pub scratch: Option<ScratchSpec>,

@@ -181,6 +181,11 @@ fn validate(spec: &SandboxSpec) -> Result<(), JailError> {
             ));
         }
     }
+    if spec.ro_paths.len() + spec.ro_noexec_paths.len() > 4000 {
+        return Err(JailError::InvalidSpec(
+            "too many read-only paths (max 4000)".into(),
+        ));
+    }
     if spec.hostname.len() > 64 {
         return Err(JailError::InvalidSpec(
             "hostname longer than 64 bytes".into(),
@@ -267,12 +272,25 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     // SAFETY: trivial getter.
     let is_root = unsafe { libc::geteuid() } == 0;
     let with_userns = !simulate.contains(&Layer::UserNs) && no_userns.is_none();
+    let binds: Vec<(PathBuf, bool)> = spec
+        .ro_paths
+        .iter()
+        .chain(std::iter::once(&spec.program))
+        .map(|p| (p.clone(), true))
+        .chain(spec.ro_noexec_paths.iter().map(|p| (p.clone(), false)))
+        .collect();
+    let bind_paths = binds
+        .iter()
+        .map(|(p, _)| sys::cstr(p.as_os_str()))
+        .collect::<io::Result<Vec<CString>>>()
+        .map_err(|e| JailError::InvalidSpec(format!("path: {e}")))?;
+    let (bind_r, bind_w) = pipe()?;
     let stage2 = Stage2Spec {
         program: spec.program.clone(),
         args: spec.args.clone(),
         env: spec.env.clone(),
-        ro_paths: spec.ro_paths.clone(),
-        ro_noexec_paths: spec.ro_noexec_paths.clone(),
+        binds: binds.clone(),
+        bind_fd_pipe: bind_r.as_raw_fd(),
         dev_nodes: spec.dev_nodes.clone(),
         proc: spec.proc,
         scratch: spec.scratch.clone(),
@@ -299,6 +317,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     let memfd = sealed_memfd(&spec_bytes)?;
 
     let mut inherit = vec![
+        bind_r.as_raw_fd(),
         memfd.as_raw_fd(),
         report_w.as_raw_fd(),
         stderr_w.as_raw_fd(),
@@ -324,6 +343,8 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         sync_w: sync_w.as_raw_fd(),
         report_w: report_w.as_raw_fd(),
         inherit,
+        bind_paths,
+        bind_pipe_w: bind_w.as_raw_fd(),
         drop_groups: is_root && with_userns,
     };
 
@@ -366,6 +387,8 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     // SAFETY: clone3 returned a fresh pidfd owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(sync_r);
+    drop(bind_w);
+    drop(bind_r);
     drop(report_w);
     drop(stderr_w);
     let stdout_r = stdout_pipe.map(|(r, w)| {

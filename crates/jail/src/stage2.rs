@@ -276,9 +276,7 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
     };
 
     // Minimal root.
-    let mut exec_paths = spec.ro_paths.clone();
-    exec_paths.push(spec.program.clone());
-    let binds = match mounts::resolve_binds(&exec_paths, &spec.ro_noexec_paths) {
+    let binds = match mounts::resolve_binds(&spec.binds, spec.bind_fd_pipe) {
         Ok(b) => b,
         Err(MountError::Config(s)) | Err(MountError::Kernel(s)) | Err(MountError::Scratch(s)) => {
             t!(Err(Fail::Setup(s)))

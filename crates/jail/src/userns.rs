@@ -58,6 +58,11 @@ pub(crate) struct ChildPlan {
     pub report_w: RawFd,
     /// Fds whose `FD_CLOEXEC` the child clears so that stage 2 inherits them.
     pub inherit: Vec<RawFd>,
+    /// Host paths to open (`O_PATH`) for the read-only binds, while the child still has the caller's
+    /// credentials (as root: host root, so 0700 ancestors are no obstacle for the later uid-65534 stage 2).
+    pub bind_paths: Vec<CString>,
+    /// Write end of the pipe that carries the fd numbers (one native-endian i32 each, -errno on failure).
+    pub bind_pipe_w: RawFd,
     /// Drop supplementary groups (root mode: setgroups is allowed in the new user namespace).
     pub drop_groups: bool,
 }
@@ -132,6 +137,18 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
             libc::_exit(121);
         }
         libc::close(plan.sync_r);
+        for p in &plan.bind_paths {
+            let fd = libc::open(p.as_ptr(), libc::O_PATH);
+            let v: i32 = if fd < 0 {
+                -*libc::__errno_location()
+            } else {
+                fd
+            };
+            if libc::write(plan.bind_pipe_w, &v as *const i32 as *const libc::c_void, 4) != 4 {
+                child_fail(plan.report_w);
+            }
+        }
+        libc::close(plan.bind_pipe_w);
         // Become uid/gid 0 *of the new namespace* (kuid = the mapped host id). As root the creds are still
         // host root (kuid 0, unmapped inside) until this point; without it exec would drop every capability.
         // Raw system calls: glibc's wrappers would try to broadcast to the parent's other threads.

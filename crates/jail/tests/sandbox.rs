@@ -247,6 +247,25 @@ fn rlimits_applied() {
     run_ok(&s);
 }
 
+/// As root the sandbox runs as host uid 65534, yet bind sources are opened with the caller's credentials:
+/// a program inside a 0700 directory (like a CI checkout under a private temp dir) still works.
+#[test]
+fn binds_from_a_private_directory() {
+    let dir = std::env::temp_dir().join(format!("jail-private-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let prog = dir.join("probe");
+    std::fs::copy(probe(), &prog).unwrap();
+    let mut s = spec(&["hello"]);
+    s.program = prog.clone();
+    let o = run(&s);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
+    assert!(o.stderr.contains("PROBE-OK"), "{}", o.stderr);
+}
+
 #[test]
 fn rlimits_enforced() {
     let mut s = spec(&["enforce", "268435456", "12", "65536"]);
