@@ -40,7 +40,15 @@
 //! * **Landlock** is capped at the ABI this crate was tested with (v7); file-system rights are a hard
 //!   requirement (fail closed), TCP bind/connect denial (ABI ≥ 4) and signal / abstract-socket scoping
 //!   (ABI ≥ 6) are applied when present and listed in the report detail.
-//! * As root, every read-only path must be readable (and directories traversable) by uid 65534.
+//! * **Root mode runs the sandbox as host uid/gid 65534** (shared with other `nobody` processes; a dedicated
+//!   subordinate id would be better where `/etc/subuid` is managed). The bind *sources* are opened by the clone
+//!   child with the caller's credentials, so private (0700) ancestors are fine, but the bound files and
+//!   directories themselves must be readable (libraries and programs also executable) by uid 65534.
+//! * **Nested user namespaces** are disabled (`user.max_user_namespaces = 0` inside the sandbox's own user
+//!   namespace): otherwise `unshare(CLONE_NEWUSER)` would hand the worker a fresh full capability set.
+//! * **Construct specs with [`SandboxSpec::new`]** and assign fields: the `test-hooks` feature adds a field.
+//! * **Reaping is the caller's job**: wait on [`Sandboxed::pidfd`] (or [`Sandboxed::wait`]); dropping a
+//!   [`Sandboxed`] neither kills nor reaps it.
 
 #![deny(missing_docs)]
 
