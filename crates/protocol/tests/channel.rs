@@ -527,3 +527,98 @@ fn limits_are_per_channel() {
         })
     ));
 }
+
+#[test]
+fn partial_frame_then_silence_is_an_error_then_a_timeout() {
+    let (sup, raw) = supervisor_and_raw();
+    let full = packet(INFER_RESULT, 1, &infer_result(&[("prob", &[1, 2])]));
+    // The first bytes of a frame, as one packet: never glued to what follows.
+    raw_send(&raw, &full[..10], &[]);
+    assert!(matches!(
+        sup.recv(T),
+        Err(ProtocolError::ShortPacket { len: 10 })
+    ));
+    // A header promising more payload than the packet carries.
+    raw_send(&raw, &full[..full.len() - 3], &[]);
+    assert!(matches!(
+        sup.recv(T),
+        Err(ProtocolError::PayloadLenMismatch { .. })
+    ));
+    // The rest of the frame arriving later is just another bad packet.
+    raw_send(&raw, &full[full.len() - 3..], &[]);
+    assert!(matches!(
+        sup.recv(T),
+        Err(ProtocolError::ShortPacket { len: 3 })
+    ));
+    // Then silence: a timeout, never a hang.
+    assert!(matches!(
+        sup.recv(Some(Duration::from_millis(30))),
+        Err(ProtocolError::Timeout)
+    ));
+}
+
+#[test]
+fn a_surviving_copy_of_the_worker_end_means_timeout_not_eof() {
+    // E.g. a grandchild kept the socket open after the worker died.
+    let (sup, raw) = supervisor_and_raw();
+    let grandchild_copy = raw.try_clone().unwrap();
+    drop(raw);
+    assert!(matches!(
+        sup.recv(Some(Duration::from_millis(30))),
+        Err(ProtocolError::Timeout)
+    ));
+    drop(grandchild_copy);
+    assert!(matches!(sup.recv(T), Err(ProtocolError::Closed)));
+}
+
+#[test]
+fn duplicate_and_late_replies_are_detected_by_id() {
+    let (sup, worker) = channel_pair().unwrap();
+    let reply = || FromWorker::InferResult { outputs: vec![] };
+    worker.send(&Message::new(1, reply()), &[]).unwrap();
+    worker.send(&Message::new(1, reply()), &[]).unwrap();
+    assert!(sup.recv(T).unwrap().0.expect_reply(1).is_ok());
+    // The duplicate arrives while the supervisor waits for request 2.
+    assert!(matches!(
+        sup.recv(T).unwrap().0.expect_reply(2),
+        Err(ProtocolError::UnexpectedRequestId {
+            expected: 2,
+            got: 1
+        })
+    ));
+}
+
+#[test]
+fn a_flood_of_small_frames_is_read_one_bounded_packet_at_a_time() {
+    let (sup, raw) = supervisor_and_raw();
+    let sender = std::thread::spawn(move || {
+        let p = packet(INFER_RESULT, 9, &infer_result(&[]));
+        // Bounded: the socket buffer fills and the sender blocks until the
+        // receiver drains; dropping the socket ends the flood.
+        for _ in 0..5000 {
+            if sendmsg(
+                &raw,
+                &[rustix::io::IoSlice::new(&p)],
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+            .is_err()
+            {
+                return;
+            }
+        }
+    });
+    // The caller's policy: one reply per request, one deadline per request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (msg, _) = sup.recv_deadline(Some(deadline)).unwrap();
+    assert!(matches!(
+        msg.expect_reply(1),
+        Err(ProtocolError::UnexpectedRequestId { got: 9, .. })
+    ));
+    // A caller that does keep reading gets each packet separately.
+    for _ in 0..100 {
+        assert_eq!(sup.recv_deadline(Some(deadline)).unwrap().0.request_id, 9);
+    }
+    drop(sup);
+    sender.join().unwrap();
+}
