@@ -21,6 +21,7 @@ use caffe_sandbox_seccomp::{
 };
 
 const PROBE_ENV: &str = "CSB_SECCOMP_PROBE";
+const LAUNCH_ENV: &str = "CSB_SECCOMP_LAUNCH";
 const CHILD_FD: RawFd = 3;
 
 // ---------------------------------------------------------------- fd passing
@@ -142,7 +143,11 @@ fn probe_entry() {
     send_msg(sock, b"listener", Some(listener.as_raw_fd()));
     drop(listener);
     // "go": the supervisor's monitor is running.
-    let _ = recv_msg(sock);
+    // (The run-tool launcher does not wait: its execve simply blocks in the
+    // kernel until the monitor answers it; recvmsg is not in that policy.)
+    if action != "launch" {
+        let _ = recv_msg(sock);
+    }
     // SAFETY: (whole match) raw syscalls with scalar or valid pointer
     // arguments, each expected to be stopped by the filter.
     unsafe {
@@ -274,6 +279,19 @@ fn probe_entry() {
                     _ => allowed_actions(),
                 }
             }
+            "launch" => {
+                // The `run -- CMD` launcher: exec the target under the
+                // run-tool policy (the supervisor lets exactly one execve through).
+                let argv: Vec<std::ffi::CString> = std::env::var(LAUNCH_ENV)
+                    .unwrap()
+                    .split('\x1f')
+                    .map(|a| std::ffi::CString::new(a).unwrap())
+                    .collect();
+                let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+                ptrs.push(std::ptr::null());
+                libc::execv(ptrs[0], ptrs.as_ptr());
+                out("execv failed");
+            }
             other => panic!("unknown probe {other}"),
         }
     }
@@ -358,6 +376,16 @@ fn pidfd_open(pid: u32) -> OwnedFd {
 }
 
 fn run_probe(action: &str, phase: Phase, use_pidfd: bool) -> Outcome {
+    run_probe_with(Policy::worker(), action, phase, use_pidfd, &[])
+}
+
+fn run_probe_with(
+    policy: Policy,
+    action: &str,
+    phase: Phase,
+    use_pidfd: bool,
+    envs: &[(&str, String)],
+) -> Outcome {
     let (parent_sock, child_sock) = socketpair();
     let child_raw = child_sock.as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -370,6 +398,7 @@ fn run_probe(action: &str, phase: Phase, use_pidfd: bool) -> Outcome {
     ])
     .env(PROBE_ENV, action)
     .env("RUST_BACKTRACE", "0")
+    .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
@@ -385,7 +414,7 @@ fn run_probe(action: &str, phase: Phase, use_pidfd: bool) -> Outcome {
     }
     let mut child = cmd.spawn().expect("spawn probe");
     drop(child_sock);
-    let policy = Policy::worker()
+    let policy = policy
         .resolve(&Vars {
             worker_tgid: Some(child.id()),
         })
@@ -421,7 +450,20 @@ fn run_probe(action: &str, phase: Phase, use_pidfd: bool) -> Outcome {
     let monitor = Monitor::start(listener, policy, opts).expect("monitor");
     monitor.set_phase(phase);
     send_msg(parent_sock.as_raw_fd(), b"go", None);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Drain the pipes while waiting (glog can write far more than a pipe holds).
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -437,19 +479,8 @@ fn run_probe(action: &str, phase: Phase, use_pidfd: bool) -> Outcome {
         "monitor did not see the child exit"
     );
     let report = monitor.stop();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stdout = t_out.join().unwrap();
+    let stderr = t_err.join().unwrap();
     Outcome {
         report,
         status,
@@ -640,4 +671,86 @@ fn unprivileged_rerun() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn launch(argv: &[&str], envs: &[(&str, String)]) -> Outcome {
+    let mut envs = envs.to_vec();
+    envs.push((LAUNCH_ENV, argv.join("\x1f")));
+    run_probe_with(Policy::run_tool(), "launch", Phase::Load, true, &envs)
+}
+
+#[test]
+fn run_tool_allows_exactly_one_execve() {
+    // The launcher's execve continues; the shell's own `exec` is a second one.
+    let o = launch(&["/bin/sh", "-c", "exec /bin/true"], &[]);
+    let d = o.describe();
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{d}");
+    assert_eq!(o.report.violations.len(), 1, "{d}");
+    assert_eq!(o.report.violations[0].syscall, "execve", "{d}");
+    assert!(o.report.violations[0].reason.contains("used again"), "{d}");
+    assert_eq!(
+        o.report
+            .gate_events
+            .iter()
+            .filter(|g| g.syscall == "execve")
+            .count(),
+        1,
+        "{d}"
+    );
+    // And a shell that forks is stopped at the fork.
+    let o = launch(&["/bin/sh", "-c", "/bin/true; /bin/true"], &[]);
+    let first = o.report.violations.first().map(|v| v.syscall.as_str());
+    assert!(
+        matches!(first, Some("clone" | "vfork" | "fork")),
+        "{}",
+        o.describe()
+    );
+}
+
+fn caffe_prefix() -> std::path::PathBuf {
+    let p = std::env::var_os("CAFFE_PREFIX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/caffe/prefix")
+        });
+    assert!(
+        p.join("usr/bin/caffe").exists(),
+        "the real Caffe is needed at {} (run scripts/setup, or set CAFFE_PREFIX)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn run_tool_policy_runs_real_caffe_time() {
+    let prefix = caffe_prefix();
+    let models =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/open_nsfw");
+    let model = models.join("deploy.prototxt");
+    assert!(
+        model.exists(),
+        "open_nsfw model missing at {} (run scripts/setup)",
+        model.display()
+    );
+    let lib = format!("{0}/usr/lib/x86_64-linux-gnu:{0}/usr/lib", prefix.display());
+    let caffe = prefix.join("usr/bin/caffe");
+    let o = launch(
+        &[
+            caffe.to_str().unwrap(),
+            "time",
+            "-model",
+            model.to_str().unwrap(),
+            "-iterations",
+            "1",
+        ],
+        &[
+            ("LD_LIBRARY_PATH", lib),
+            ("GLOG_logtostderr", "1".into()),
+            ("OPENBLAS_NUM_THREADS", "2".into()),
+        ],
+    );
+    let d = o.describe();
+    assert!(o.report.violations.is_empty(), "{d}");
+    assert!(o.status.success(), "{d}");
+    assert!(o.stderr.contains("Average Forward pass"), "{d}");
 }
