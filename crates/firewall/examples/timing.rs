@@ -18,13 +18,16 @@ fn main() {
         let _ = caffe_sandbox_firewall::sha256_hex(&w);
         let t2 = t.elapsed();
         let t = Instant::now();
+        let _ = inspect(&p, None, &pol);
+        let t0 = t.elapsed();
+        let t = Instant::now();
         let r = inspect(&p, Some(&w), &pol);
         let t3 = t.elapsed();
         let t = Instant::now();
         let c = check(&p, Some(&w), &pol).expect("accepted");
         let t4 = t.elapsed();
         println!(
-            "parse_prototxt {t1:?}  sha256(weights) {t2:?}  inspect {t3:?}  check+canonical {t4:?}  accepted={} canon_w={}",
+            "parse_prototxt {t1:?}  inspect(net only) {t0:?}  sha256(weights) {t2:?}  inspect {t3:?}  check+canonical {t4:?}  accepted={} canon_w={}",
             r.accepted,
             c.canonical_weights_bytes().map_or(0, <[u8]>::len)
         );

@@ -207,7 +207,6 @@ fn run(
         inference_complete: false,
         weights: None,
         prototxt_sha256: sha256_hex(prototxt),
-        weights_sha256: weights.map(sha256_hex),
         findings: vec![],
     };
     let mut net = match parse::parse_prototxt(prototxt, policy) {

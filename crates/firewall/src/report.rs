@@ -43,10 +43,9 @@ pub struct Report {
     pub inference_complete: bool,
     /// Weights summary, when a caffemodel was given and parsed.
     pub weights: Option<WeightsSummary>,
-    /// sha256 of the prototxt bytes.
+    /// sha256 of the prototxt bytes. (The weights are not hashed here, to keep `inspect` cheap
+    /// next to Caffe's load time; use [`crate::sha256_hex`] or [`crate::integrity`].)
     pub prototxt_sha256: String,
-    /// sha256 of the weights bytes.
-    pub weights_sha256: Option<String>,
     /// Findings, errors first.
     pub findings: Vec<Finding>,
 }

@@ -30,6 +30,15 @@ pub fn normalize(net: &mut NetParameter, policy: &FirewallPolicy, out: &mut Vec<
         );
     }
     legacy_inputs(net, policy, out);
+    if net.debug_info.take().is_some() | net.force_backward.take().is_some() {
+        out.push(Finding {
+            severity: crate::Severity::Info,
+            ..Finding::error(
+                FindingCode::StateRule,
+                "debug_info/force_backward removed from the canonical net",
+            )
+        });
+    }
     if net.state.is_some() {
         out.push(
             Finding::error(

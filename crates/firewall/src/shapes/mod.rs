@@ -252,6 +252,19 @@ pub fn infer(net: &NetParameter, policy: &FirewallPolicy, out: &mut Vec<Finding>
             inf.layers.push(info);
             continue;
         }
+        let reshaping_in_place = l.top.iter().enumerate().any(|(t_i, t)| {
+            l.bottom.get(t_i) == Some(t) && o.tops.get(t_i) != bottom_shapes.get(t_i)
+        });
+        if reshaping_in_place {
+            err(problem(
+                FindingCode::BadTopology,
+                Some("top"),
+                "in-place computation that changes the blob's shape".to_owned(),
+            ));
+            inf.complete = false;
+            inf.layers.push(info);
+            continue;
+        }
         if l.param.len() > o.params.len() {
             err(problem(
                 FindingCode::BadParameter,
