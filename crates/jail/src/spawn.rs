@@ -20,7 +20,8 @@ pub struct Sandboxed {
     pub pid: libc::pid_t,
     /// pidfd for race-free wait/kill (`CLOEXEC`).
     pub pidfd: OwnedFd,
-    /// Read end of the target's stderr pipe (`CLOEXEC`). Read it with a byte cap.
+    /// Read end of the target's stderr pipe (`CLOEXEC`). Read it with a byte cap, and past the cap keep
+    /// draining (discarding): a full pipe blocks the worker, a closed one kills it with SIGPIPE.
     pub stderr: OwnedFd,
     /// Read end of the stdout pipe when [`StdoutMode::Pipe`] was requested.
     pub stdout: Option<OwnedFd>,

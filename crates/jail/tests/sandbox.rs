@@ -459,6 +459,40 @@ fn spawner_thread_exit_kills_its_sandboxes() {
     assert_eq!(sb.wait().unwrap(), ExitStatus::Signal(libc::SIGKILL));
 }
 
+/// Spawns from many threads at once while another thread keeps creating inheritable fds: every sandbox
+/// still sees exactly its stdio.
+#[test]
+fn concurrent_spawns_from_many_threads() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: open/close of a constant path, deliberately without O_CLOEXEC.
+                unsafe {
+                    let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                    std::thread::yield_now();
+                    libc::close(fd);
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..4 {
+                    run_ok(&spec(&["fds", "0", "1", "2"]));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("spawning thread panicked");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.join().unwrap();
+}
+
 #[test]
 fn spawn_latency() {
     let s = spec(&["true"]);
