@@ -21,7 +21,10 @@ fn main() {
     };
     let profile = profile_from_strace(&text);
     if args.iter().any(|a| a == "--draft") {
-        print!("{}", profile.minimal_policy_json(&policy.name, &policy.never_allow));
+        print!(
+            "{}",
+            profile.minimal_policy_json(&policy.name, &policy.never_allow)
+        );
         return;
     }
     println!("{} syscalls observed:", profile.counts.len());

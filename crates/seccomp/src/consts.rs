@@ -58,6 +58,8 @@ const TABLE: &[(&str, u64)] = &[
     ("O_CLOEXEC", 0o2_000_000),
     ("O_CREAT", 0o100),
     ("O_DIRECTORY", 0o200_000),
+    ("O_EXCL", 0o200),
+    ("O_NONBLOCK", 0o4000),
     ("O_PATH", 0o10_000_000),
     ("O_RDONLY", 0),
     ("O_RDWR", 0o2),
@@ -81,6 +83,7 @@ const TABLE: &[(&str, u64)] = &[
     ("SO_TYPE", 3),
     ("TCGETS", 0x5401),
     ("TIOCGWINSZ", 0x5413),
+    ("__O_TMPFILE", 0o20_000_000),
 ];
 
 /// Looks up a symbolic constant by its exact name.
@@ -159,6 +162,8 @@ mod tests {
             ("O_CLOEXEC", libc::O_CLOEXEC as u64),
             ("O_CREAT", libc::O_CREAT as u64),
             ("O_DIRECTORY", libc::O_DIRECTORY as u64),
+            ("O_EXCL", libc::O_EXCL as u64),
+            ("O_NONBLOCK", libc::O_NONBLOCK as u64),
             ("O_PATH", libc::O_PATH as u64),
             ("O_RDONLY", libc::O_RDONLY as u64),
             ("O_RDWR", libc::O_RDWR as u64),
@@ -183,6 +188,7 @@ mod tests {
             ("SO_TYPE", libc::SO_TYPE as u64),
             ("TCGETS", libc::TCGETS),
             ("TIOCGWINSZ", libc::TIOCGWINSZ),
+            ("__O_TMPFILE", (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64),
         ];
         for (name, want) in checks {
             assert_eq!(lookup(name), Some(*want), "{name}");

@@ -47,6 +47,7 @@ const WORKER_GOLDEN: &[&str] = &[
     "clone allow arg0&0xffffffffffc7ffff==0x50f00",
     "clone3 errno errno=38",
     "close allow",
+    "dup phase_gated",
     "exit allow",
     "exit_group allow",
     "faccessat phase_gated",
@@ -85,7 +86,7 @@ const WORKER_GOLDEN: &[&str] = &[
     "munmap allow",
     "nanosleep allow",
     "newfstatat allow",
-    "openat phase_gated arg2&0x410643==0x0",
+    "openat phase_gated arg2&0x400643==0x0",
     "poll allow",
     "ppoll allow",
     "prctl allow arg0==0xf",
@@ -108,7 +109,9 @@ const WORKER_GOLDEN: &[&str] = &[
     "sendmsg allow",
     "set_robust_list allow",
     "sigaltstack allow",
+    "stat phase_gated",
     "statx allow",
+    "sysinfo phase_gated",
     "tgkill allow arg0==${worker_tgid}",
     "uname phase_gated",
     "write allow",
@@ -124,6 +127,7 @@ const RUN_TOOL_GOLDEN: &[&str] = &[
     "clone allow arg0&0xffffffffffc7ffff==0x50f00",
     "clone3 errno errno=38",
     "close allow",
+    "dup allow",
     "execve notify_once",
     "exit allow",
     "exit_group allow",
@@ -132,6 +136,7 @@ const RUN_TOOL_GOLDEN: &[&str] = &[
     "fcntl allow arg1==0x2",
     "fcntl allow arg1==0x3",
     "fcntl allow arg1==0x4",
+    "fstat allow",
     "futex allow",
     "get_mempolicy allow",
     "getcwd allow",
@@ -176,6 +181,7 @@ const RUN_TOOL_GOLDEN: &[&str] = &[
     "socket errno errno=13 arg0==0x1",
     "stat allow",
     "statx allow",
+    "sysinfo allow",
     "tgkill allow arg0==${worker_tgid}",
     "uname allow",
     "write allow",
@@ -431,6 +437,11 @@ fn worker_phase_gates_and_load_only() {
     let at_fdcwd = libc::AT_FDCWD as i64 as u64;
     assert!(matches!(
         classify(&w, "openat", [at_fdcwd, 0, ro, 0, 0, 0]),
+        Verdict::PhaseGated(_)
+    ));
+    let dir = ro | (libc::O_DIRECTORY | libc::O_NONBLOCK) as u64;
+    assert!(matches!(
+        classify(&w, "openat", [at_fdcwd, 0, dir, 0, 0, 0]),
         Verdict::PhaseGated(_)
     ));
     for wf in [
