@@ -108,12 +108,13 @@ fn input(l: &LayerParameter, b: &[Vec<i64>], nt: usize) -> LResult<Out> {
             format!("{} shapes for {nt} tops", shapes.len()),
         ));
     }
+    // Validate before cloning (one shape may be copied to many tops).
+    for sh in shapes {
+        count(&sh.dim, Some("input_param.shape"))?;
+    }
     let tops: Vec<Vec<i64>> = (0..nt)
         .map(|i| shapes[if shapes.len() == 1 { 0 } else { i }].dim.clone())
         .collect();
-    for t in &tops {
-        count(t, Some("input_param.shape"))?;
-    }
     Ok(Out {
         tops,
         ..Out::default()
