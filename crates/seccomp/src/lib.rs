@@ -3,8 +3,9 @@
 //! user-notification monitor and the worker-side installation.
 //!
 //! # Flow
-//! 1. Supervisor: [`Policy::worker`] → [`Policy::resolve`] (per-worker
-//!    variables such as the worker's tgid) → [`compile::listener_filter`] and
+//! 1. Supervisor: [`prepare`]`(&`[`Policy::worker`]`(), &`[`Vars`]`{ worker_tgid })`
+//!    = [`Policy::resolve`] (per-worker variables such as the worker's tgid
+//!    as it sees itself) → [`compile::listener_filter`] and
 //!    [`compile::inference_filter`] → [`FilterBundle`] → [`sealed_memfd`],
 //!    passed to the worker as fd 4.
 //! 2. Worker (this crate with `default-features = false`): [`read_bundle`],
@@ -51,6 +52,49 @@ pub use monitor::{
 pub use policy::{Action, Policy, PolicyError, ResolvedPolicy, Vars, Verdict};
 #[cfg(feature = "compile")]
 pub use profile::{profile_from_strace, ProfileDiff, ProfiledSyscalls};
+
+/// Everything the supervisor needs for one worker: the resolved policy (for
+/// the [`Monitor`]), the compiled programs, and the sealed memfd holding them
+/// (close-on-exec: dup it onto the worker's `--seccomp-fd`).
+#[cfg(feature = "compile")]
+#[derive(Debug)]
+pub struct PreparedFilters {
+    /// Give this to [`Monitor::start`].
+    pub policy: ResolvedPolicy,
+    /// The compiled programs.
+    pub bundle: FilterBundle,
+    /// [`FilterBundle::to_bytes`] in a sealed memfd.
+    pub memfd: std::os::fd::OwnedFd,
+}
+
+/// Why [`prepare`] failed.
+#[cfg(feature = "compile")]
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The policy file is invalid or a variable is missing.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// libseccomp refused the policy (or seccomp is unavailable).
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Creating the memfd failed.
+    #[error("seccomp memfd: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Resolves, compiles and seals `policy` for one worker (or one `run`
+/// launcher, which installs only `bundle.listener`).
+#[cfg(feature = "compile")]
+pub fn prepare(policy: &Policy, vars: &Vars) -> Result<PreparedFilters, PrepareError> {
+    let resolved = policy.resolve(vars)?;
+    let bundle = compile_bundle(&resolved)?;
+    let memfd = sealed_memfd(&bundle.to_bytes())?;
+    Ok(PreparedFilters {
+        policy: resolved,
+        bundle,
+        memfd,
+    })
+}
 
 /// Compiles `policy` for one worker into the bundle the worker installs.
 #[cfg(feature = "compile")]

@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caffe_sandbox_seccomp::{
-    compile_bundle, install_filter, install_filter_with_listener, read_bundle, sealed_memfd,
-    seccomp_status, FilterBundle, Monitor, MonitorOptions, MonitorReport, Phase, Policy, Vars,
+    install_filter, install_filter_with_listener, prepare, read_bundle, seccomp_status, Monitor,
+    MonitorOptions, MonitorReport, Phase, Policy, Vars,
 };
 
 const PROBE_ENV: &str = "CSB_SECCOMP_PROBE";
@@ -414,13 +414,15 @@ fn run_probe_with(
     }
     let mut child = cmd.spawn().expect("spawn probe");
     drop(child_sock);
-    let policy = policy
-        .resolve(&Vars {
+    let prepared = prepare(
+        &policy,
+        &Vars {
             worker_tgid: Some(child.id()),
-        })
-        .unwrap();
-    let bundle: FilterBundle = compile_bundle(&policy).expect("compile");
-    let memfd = sealed_memfd(&bundle.to_bytes()).unwrap();
+        },
+    )
+    .expect("prepare");
+    let memfd = prepared.memfd;
+    let policy = prepared.policy;
     send_msg(parent_sock.as_raw_fd(), b"bundle", Some(memfd.as_raw_fd()));
     let (tag, listener) = recv_msg(parent_sock.as_raw_fd());
     let mut stderr = String::new();
