@@ -260,7 +260,24 @@ fn binds_from_a_private_directory() {
     std::fs::copy(probe(), &prog).unwrap();
     let mut s = spec(&["hello"]);
     s.program = prog.clone();
-    let o = run(&s);
+    // Concurrent spawns by other tests briefly hold a copy of every supervisor fd (until their stage 2 runs
+    // close_range), including the copy's write fd: exec may see ETXTBSY for a moment.
+    let mut tries = 0;
+    let sb = loop {
+        match spawn(&s) {
+            Err(JailError::Exec(e)) if e.contains("Text file busy") && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.unwrap_or_else(|e| panic!("{e}")),
+        }
+    };
+    let stderr = read_capped(sb.stderr.try_clone().unwrap(), 1 << 20);
+    let o = Outcome {
+        status: sb.wait().unwrap(),
+        stderr,
+        layers: sb.layers.clone(),
+    };
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
     assert!(o.stderr.contains("PROBE-OK"), "{}", o.stderr);
