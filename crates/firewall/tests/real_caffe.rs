@@ -10,18 +10,104 @@ use std::process::Command;
 use caffe_sandbox_firewall::{check_dir, model_files, proto, FirewallPolicy};
 use prost_reflect::DynamicMessage;
 
-fn caffe_outputs(prefix: &Path, model: &Path, weights: &Path) -> Vec<String> {
+fn caffe_prefix() -> Option<std::path::PathBuf> {
+    let prefix = std::env::var_os("CAFFE_PREFIX").map_or_else(
+        || common::workspace().join(".cache/caffe/prefix"),
+        Into::into,
+    );
+    let prefix = common::require(
+        prefix,
+        "Caffe prefix",
+        "run scripts/setup or set CAFFE_PREFIX",
+    )?;
+    common::require(
+        prefix.join("usr/bin/caffe"),
+        "caffe tool",
+        "run scripts/setup",
+    )?;
+    Some(prefix)
+}
+
+fn caffe(prefix: &Path, args: &[&std::ffi::OsStr], cwd: &Path) -> std::process::Output {
     let lib = format!("{0}/usr/lib/x86_64-linux-gnu:{0}/usr/lib", prefix.display());
-    let out = Command::new(prefix.join("usr/bin/caffe"))
-        .args(["test", "-iterations", "1", "-model"])
-        .arg(model)
-        .arg("-weights")
-        .arg(weights)
+    Command::new(prefix.join("usr/bin/caffe"))
+        .args(args)
+        .current_dir(cwd)
         .env("LD_LIBRARY_PATH", lib)
         .env("GLOG_logtostderr", "1")
         .env("OPENBLAS_NUM_THREADS", "1")
         .output()
-        .expect("run caffe");
+        .expect("run caffe")
+}
+
+/// Corpus entries (none touches host files) that the firewall refuses and that really kill Caffe 1.0:
+/// CHECK-failure aborts, SIGFPE (group 0) and SIGSEGV (legacy input_shape out of bounds).
+const KILL_REAL_CAFFE: &[&str] = &[
+    "axis_out_of_range",
+    "conv_group_zero",
+    "conv_in_place",
+    "conv_kernel_too_big",
+    "conv_num_output_zero",
+    "conv_stride_zero",
+    "cudnn_engine",
+    "duplicate_top",
+    "eltwise_shape_mismatch",
+    "flatten_in_place",
+    "ip_num_output_zero",
+    "legacy_input_shape_short",
+    "lrn_even_size",
+    "param_specs_too_many",
+    "pool_pad_ge_kernel",
+    "pool_stride_zero",
+    "reshape_bad_count",
+    "slice_bad_point",
+    "unknown_bottom",
+];
+
+#[test]
+fn corpus_entries_really_kill_caffe_and_are_refused() {
+    let Some(prefix) = caffe_prefix() else { return };
+    let corpus = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let tmp = std::env::temp_dir().join(format!("fw-real-caffe-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    for name in KILL_REAL_CAFFE {
+        let file = corpus.join(format!("{name}.prototxt"));
+        let bytes = std::fs::read(&file).expect("corpus file");
+        assert!(
+            !caffe_sandbox_firewall::inspect(&bytes, None, &FirewallPolicy::default()).accepted,
+            "{name}"
+        );
+        let out = caffe(
+            &prefix,
+            &[
+                "time".as_ref(),
+                "-iterations".as_ref(),
+                "1".as_ref(),
+                "-model".as_ref(),
+                file.as_os_str(),
+            ],
+            &tmp,
+        );
+        assert!(
+            !out.status.success(),
+            "{name}: real Caffe survived it:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+fn caffe_outputs(prefix: &Path, model: &Path, weights: &Path) -> Vec<String> {
+    let args = [
+        "test".as_ref(),
+        "-iterations".as_ref(),
+        "1".as_ref(),
+        "-model".as_ref(),
+        model.as_os_str(),
+        "-weights".as_ref(),
+        weights.as_os_str(),
+    ];
+    let out = caffe(prefix, &args, &std::env::temp_dir());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "caffe failed:\n{log}");
     log.lines()
