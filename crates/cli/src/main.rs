@@ -3,8 +3,11 @@
 //! This binary is the supervisor: it never links C/C++ model code. It is also re-executed as the jail's
 //! stage 2 (see crates/jail), which is why `main` first hands control to the jail when asked to.
 mod exit;
+mod export_cmd;
 mod infer;
 mod options;
+mod policy_cmd;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -20,14 +23,25 @@ struct Cli {
 enum Command {
     /// Classify images (or run raw .npy tensors) with a model, inside the sandbox.
     Infer(infer::InferArgs),
+    /// Run an existing Caffe program (e.g. `caffe time`) in the same sandbox: `run [--ro PATH]… -- CMD ARGS…`.
+    Run(run_cmd::RunArgs),
+    /// Check or show sandbox policy files (TOML; see docs/policy.md).
+    Policy(policy_cmd::PolicyArgs),
+    /// Export a policy for Docker/Podman, an OCI runtime (crun, runc) or Kubernetes.
+    Export(export_cmd::ExportArgs),
 }
 
 fn main() {
     // Must come first: when the jail re-executes this binary as its stage 2, this call never returns.
     caffe_sandbox_jail::stage2_main_if_requested();
+    // Inside a `run` sandbox this binary is the seccomp launcher: it never returns when asked to be one.
+    caffe_sandbox_supervisor::run_tool::launcher_main_if_requested();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Infer(args) => infer::run(args),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Policy(args) => policy_cmd::run(args),
+        Command::Export(args) => export_cmd::run(args),
     };
     std::process::exit(code);
 }

@@ -339,11 +339,12 @@ fn a_file_that_is_not_an_image_is_a_bad_input_and_the_photo_after_it_is_answered
 
 #[test]
 fn a_model_that_exceeds_the_memory_limit_is_reported_as_such() {
-    // 1×64×8192×8192 floats = 16 GiB for one blob, far above the 1 GiB limit given here.
+    // An InnerProduct whose weight blob is 20000 × 30000 floats (2.4 GB, under Caffe's INT_MAX element cap)
+    // is allocated and filled while the net is built: far above the 1 GiB limit given here.
     let d = model_dir(
         "mem",
-        r#"layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 dim: 8192 dim: 8192 } } }
-layer { name: "relu" type: "ReLU" bottom: "data" top: "r" }
+        r#"layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 100 dim: 100 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 20000 } }
 "#,
         b"",
     );

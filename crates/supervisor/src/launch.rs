@@ -59,6 +59,11 @@ pub struct LaunchConfig {
     pub seccomp_policy: Option<PathBuf>,
     /// The binary re-executed as the jail's stage 2 (None: /proc/self/exe, i.e. the caffe-sandbox binary).
     pub stage2_exe: Option<PathBuf>,
+    /// Extra host paths bound read-only and noexec at the same path (explicit, reported; e.g. a Python standard
+    /// library for a test that lets a Python layer really run). Empty by default: the worker needs none.
+    pub extra_ro_paths: Vec<PathBuf>,
+    /// Extra environment variables for the worker (explicit; empty by default).
+    pub extra_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl LaunchConfig {
@@ -73,6 +78,8 @@ impl LaunchConfig {
             log_level: 1,
             seccomp_policy: None,
             stage2_exe: None,
+            extra_ro_paths: Vec::new(),
+            extra_env: Vec::new(),
         })
     }
 
@@ -250,8 +257,10 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
         // glog: stderr only (also set in code), no log files.
         ("GLOG_logtostderr".into(), "1".into()),
     ];
+    spec.env.extend(cfg.extra_env.iter().cloned());
     // Exactly the shared libraries the worker loads (bound file by file), not whole system directories.
     spec.ro_paths = shared_libraries(&cfg.worker_exe, &cfg.caffe_prefix)?;
+    spec.ro_noexec_paths = cfg.extra_ro_paths.clone();
     spec.proc = ProcMode::None;
     spec.scratch = Some(ScratchSpec {
         path: PathBuf::from("/scratch"),

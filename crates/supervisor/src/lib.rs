@@ -18,6 +18,7 @@ pub mod files;
 pub mod launch;
 pub mod model;
 pub mod process;
+pub mod run_tool;
 pub mod seccomp_watch;
 pub mod worker;
 
@@ -26,4 +27,5 @@ pub use caffe_sandbox_jail::{Layer, LayerReport, LayerState};
 pub use error::{Error, Result, WorkerFailure};
 pub use launch::{LaunchConfig, ResourceLimits};
 pub use model::{FirewallMode, ModelBundle, ModelFileLimits};
+pub use process::{ExitStatus, ExitStatusExt};
 pub use worker::{BlobShape, Deadlines, Input, ModelInfo, Output, Worker};

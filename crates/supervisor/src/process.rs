@@ -77,6 +77,29 @@ pub enum ExitStatus {
     Signaled(i32),
 }
 
+/// Accessors in the style of `std::os::unix::process::ExitStatusExt`.
+pub trait ExitStatusExt {
+    /// The exit code, if the process exited.
+    fn code(&self) -> Option<i32>;
+    /// The signal, if a signal killed the process.
+    fn signal(&self) -> Option<i32>;
+}
+
+impl ExitStatusExt for ExitStatus {
+    fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(*c),
+            ExitStatus::Signaled(_) => None,
+        }
+    }
+    fn signal(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled(s) => Some(*s),
+            ExitStatus::Exited(_) => None,
+        }
+    }
+}
+
 impl From<caffe_sandbox_jail::ExitStatus> for ExitStatus {
     fn from(s: caffe_sandbox_jail::ExitStatus) -> Self {
         match s {
@@ -140,8 +163,20 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
         limit_bytes: f.memory_limit_bytes,
         detail: detail.into(),
     };
-    let mentions_oom = f.stderr_tail.contains("std::bad_alloc")
-        || f.stderr_tail.contains("Cannot allocate memory");
+    // How an allocation failure under RLIMIT_AS shows: libstdc++ (bad_alloc), Caffe's CaffeMallocHost CHECK
+    // ("host allocation of size N failed"), Rust's alloc error handler ("memory allocation of N bytes failed").
+    let oom_marker = |s: &str| {
+        s.contains("std::bad_alloc")
+            || s.contains("Cannot allocate memory")
+            || (s.contains("host allocation of size") && s.contains("failed"))
+            || s.contains("memory allocation of")
+    };
+    let oom_text = f
+        .check_message
+        .as_deref()
+        .filter(|m| oom_marker(m))
+        .or_else(|| f.stderr_tail.lines().rev().find(|l| oom_marker(l)))
+        .map(|l| l.chars().take(300).collect::<String>());
     match f.status {
         ExitStatus::Signaled(libc::SIGSYS) => WorkerFailure::SeccompViolation {
             syscall: "unknown (killed by the listener-less inference-phase filter)".into(),
@@ -160,8 +195,8 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
                 limit_seconds: f.cpu_limit_seconds.unwrap_or(0),
             }
         }
-        ExitStatus::Signaled(libc::SIGABRT) if mentions_oom => {
-            memory("allocation failed (std::bad_alloc)")
+        ExitStatus::Signaled(libc::SIGABRT) if oom_text.is_some() => {
+            memory(oom_text.as_deref().unwrap_or_default())
         }
         ExitStatus::Signaled(libc::SIGABRT)
             if f.check_message.is_some() || f.stderr_tail.contains("Check failed") =>
@@ -178,12 +213,8 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
             signal_name: signal_name(sig),
         },
         ExitStatus::Exited(exit_code::CAFFE_CHECK_FAILED) => {
-            if f.check_message
-                .as_deref()
-                .is_some_and(|m| m.contains("std::bad_alloc"))
-                || mentions_oom
-            {
-                memory("allocation failed (std::bad_alloc)")
+            if let Some(text) = &oom_text {
+                memory(text)
             } else {
                 WorkerFailure::CaffeCheckFailed {
                     message: f

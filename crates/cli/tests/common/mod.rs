@@ -145,7 +145,11 @@ pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
             c
         }
     };
-    cmd.args(args).arg("--audit-log").arg(&audit);
+    // The audit log option goes right after the subcommand (anything after `--` belongs to the program).
+    cmd.arg(args[0])
+        .arg("--audit-log")
+        .arg(&audit)
+        .args(&args[1..]);
     cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
     // Tests need a writable audit dir for both users.
     set_mode(audit.parent().unwrap(), 0o777);
