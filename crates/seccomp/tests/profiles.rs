@@ -73,14 +73,23 @@ fn caffe_time_fits_the_run_tool_policy() {
 #[test]
 fn jailed_worker_fits_the_worker_policy() {
     let p = profile_from_strace(&fixture("worker-jailed.strace"));
-    for s in ["sendmsg", "recvmsg", "memfd_create", "pread64", "sched_yield", "mbind"] {
+    for s in [
+        "sendmsg",
+        "recvmsg",
+        "memfd_create",
+        "pread64",
+        "sched_yield",
+        "mbind",
+    ] {
         assert!(p.counts.contains_key(s), "{s} not in the profile");
     }
     let d = p.compare(&Policy::worker());
     assert!(d.missing.is_empty(), "{}", d.render());
     assert_eq!(d.exec_mappings, 0);
     assert!(
-        d.denied_args.iter().all(|s| s.starts_with("openat(") && s.ends_with("only during load")),
+        d.denied_args
+            .iter()
+            .all(|s| s.starts_with("openat(") && s.ends_with("only during load")),
         "{}",
         d.render()
     );
