@@ -111,8 +111,17 @@ pub(crate) fn unavailability() -> Option<String> {
 
 /// A child cgroup created for one sandbox.
 pub(crate) struct Plan {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     detail: String,
+}
+
+impl Drop for Plan {
+    /// A spawn that failed leaves no cgroup behind (its child was killed and reaped first).
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = fs::remove_dir(d);
+        }
+    }
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -157,14 +166,20 @@ pub(crate) fn prepare(l: &CgroupLimits) -> Result<Plan, String> {
     }
     Ok(Plan {
         detail: format!("{}: {}", dir.display(), detail.join(" ")),
-        dir,
+        dir: Some(dir),
     })
 }
 
 impl Plan {
     /// Move the (still blocked) clone child into the cgroup.
     pub(crate) fn attach(&self, pid: libc::pid_t) -> Result<String, String> {
-        write(&self.dir, "cgroup.procs", &pid.to_string())?;
+        let dir = self.dir.as_ref().ok_or("cgroup already handed over")?;
+        write(dir, "cgroup.procs", &pid.to_string())?;
         Ok(self.detail.clone())
+    }
+
+    /// Hand the directory to the [`crate::Sandboxed`] (removed after the sandbox is reaped).
+    pub(crate) fn into_dir(mut self) -> Option<PathBuf> {
+        self.dir.take()
     }
 }

@@ -29,6 +29,9 @@ pub struct Sandboxed {
     pub layers: LayerReport,
     /// Wall time from `spawn` entry to the confirmed exec.
     pub spawn_time: Duration,
+    /// The sandbox's own cgroup v2 directory, when the layer is enforced (removed by `wait`/`try_wait`
+    /// once the sandbox has been reaped).
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How a sandboxed process ended.
@@ -53,12 +56,24 @@ impl Sandboxed {
 
     /// Block until the process exits and reap it (`waitid(P_PIDFD)`).
     pub fn wait(&self) -> io::Result<ExitStatus> {
-        wait_pidfd(self.pidfd.as_raw_fd(), 0).map(|s| s.expect("blocking waitid returns a status"))
+        let st = wait_pidfd(self.pidfd.as_raw_fd(), 0)?.expect("blocking waitid returns a status");
+        self.remove_cgroup();
+        Ok(st)
+    }
+
+    fn remove_cgroup(&self) {
+        if let Some(d) = &self.cgroup {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 
     /// Reap if exited; `None` while running.
     pub fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
-        wait_pidfd(self.pidfd.as_raw_fd(), libc::WNOHANG)
+        let st = wait_pidfd(self.pidfd.as_raw_fd(), libc::WNOHANG)?;
+        if st.is_some() {
+            self.remove_cgroup();
+        }
+        Ok(st)
     }
 }
 
@@ -489,6 +504,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     for (l, s) in layers_from_parent.layers {
         report.set(l, s);
     }
+    let cgroup = cg_plan.and_then(cgroup::Plan::into_dir);
     Ok(Sandboxed {
         pid,
         pidfd,
@@ -496,6 +512,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         stdout: stdout_r,
         layers: report,
         spawn_time: t0.elapsed(),
+        cgroup,
     })
 }
 

@@ -511,6 +511,19 @@ fn concurrent_spawns_from_many_threads() {
 }
 
 #[test]
+fn dedicated_stage2_binary_works() {
+    let mut s = spec(&["hello"]);
+    s.stage2_exe = Some(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2").into());
+    let o = run_ok(&s);
+    assert!(o.layers.is_enforced(Layer::Landlock));
+    // Run directly, it refuses.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn spawn_latency() {
     let s = spec(&["true"]);
     let mut times = Vec::new();
