@@ -134,6 +134,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod channel;
 mod codec;
 mod error;

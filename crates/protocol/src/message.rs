@@ -258,6 +258,30 @@ pub enum FromWorker {
     },
 }
 
+impl ToWorker {
+    /// The message kind (same as [`Body::kind`], without importing the trait).
+    pub fn kind(&self) -> MessageKind {
+        <Self as Body>::kind(self)
+    }
+
+    /// How many fds this message carries.
+    pub fn expected_fds(&self) -> usize {
+        <Self as Body>::expected_fds(self)
+    }
+}
+
+impl FromWorker {
+    /// The message kind (same as [`Body::kind`], without importing the trait).
+    pub fn kind(&self) -> MessageKind {
+        <Self as Body>::kind(self)
+    }
+
+    /// How many fds this message carries.
+    pub fn expected_fds(&self) -> usize {
+        <Self as Body>::expected_fds(self)
+    }
+}
+
 /// A message body of one direction: [`ToWorker`] or [`FromWorker`].
 ///
 /// Sealed: implemented only by this crate's message enums.
