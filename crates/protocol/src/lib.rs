@@ -84,6 +84,15 @@
 //!   else that reaches a terminal or log (stderr of the worker, file names)
 //!   should go through [`sanitize_text`].
 //!
+//! # System calls
+//! All kernel access goes through `rustix` (this crate has no `unsafe`).
+//! On x86_64 the channel uses `recvmsg` (with `MSG_CMSG_CLOEXEC |
+//! MSG_DONTWAIT | MSG_TRUNC`), `sendmsg` (`MSG_NOSIGNAL | MSG_DONTWAIT`),
+//! `ppoll` and, in [`Channel::new`], `getsockopt(SO_TYPE, SO_DOMAIN)`; the
+//! memfd helpers use `memfd_create`, `ftruncate`, `pwrite64`, `pread64`,
+//! `fcntl(F_ADD_SEALS, F_GET_SEALS)` and `fstat`. A worker's seccomp policy
+//! must allow these.
+//!
 //! # Using it
 //! A whole exchange, with the worker side in a thread instead of a sandboxed
 //! process:

@@ -169,7 +169,7 @@ fn pread_exact(
     len: usize,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<()> {
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = 1 << 20;
     let mut buf = vec![0u8; CHUNK.min(len)];
     let mut off = 0usize;
     while off < len {
