@@ -132,6 +132,7 @@ fn probe_entry() {
     // SAFETY: getppid has no arguments (asked before the filter: the policy
     // does not allow it).
     let ppid = unsafe { libc::getppid() };
+    let before = (action == "bench").then(|| time_sched_yield(200_000));
     let listener = install_filter_with_listener(&bundle.listener).expect("install listener filter");
     // Simulate a worker that failed to close its copy of the listener.
     let leaked = if leak {
@@ -264,6 +265,23 @@ fn probe_entry() {
                     0o600,
                 );
             }
+            "bench" => {
+                let one = time_sched_yield(200_000);
+                install_filter(&bundle.inference).expect("stack inference filter");
+                let two = time_sched_yield(200_000);
+                out(&format!(
+                    "sched_yield ns/call: no filter {:.0}, listener filter {:.0}, + inference filter {:.0}",
+                    before.unwrap_or(0.0),
+                    one,
+                    two
+                ));
+            }
+            "i386" => {
+                // i386 getpid through the 32-bit entry point.
+                let mut ret: i64 = 20;
+                std::arch::asm!("int 0x80", inout("rax") ret);
+                out(&format!("int80 returned {ret}"));
+            }
             "x32" => {
                 libc::syscall(0x4000_0000 | libc::SYS_getpid);
             }
@@ -298,6 +316,15 @@ fn probe_entry() {
     // Reaching this point means the forbidden action was not stopped (or was
     // an allowed one): report it to the parent via stdout.
     done();
+}
+
+fn time_sched_yield(n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: sched_yield has no arguments.
+        unsafe { libc::sched_yield() };
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
 fn allowed_actions() {
@@ -606,6 +633,13 @@ fn foreign_abi_is_killed_by_the_kernel() {
 }
 
 #[test]
+fn i386_abi_is_killed_by_the_kernel() {
+    let o = run_probe("i386", Phase::Load, true);
+    assert_eq!(o.status.signal(), Some(libc::SIGSYS), "{}", o.describe());
+    assert!(o.report.violations.is_empty());
+}
+
+#[test]
 fn stacked_inference_filter() {
     // Allowed work still runs under both filters.
     let o = assert_completes("stacked_allowed", Phase::Inference);
@@ -755,4 +789,20 @@ fn run_tool_policy_runs_real_caffe_time() {
     assert!(o.report.violations.is_empty(), "{d}");
     assert!(o.status.success(), "{d}");
     assert!(o.stderr.contains("Average Forward pass"), "{d}");
+}
+
+/// Cost of the filters on the hottest syscall of the forward pass (OpenBLAS
+/// spins on sched_yield). Informational: `cargo test -p caffe-sandbox-seccomp
+/// --test kernel filter_overhead -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn filter_overhead() {
+    let o = assert_completes("bench", Phase::Inference);
+    println!(
+        "{}",
+        o.stdout
+            .lines()
+            .find(|l| l.contains("ns/call"))
+            .unwrap_or("?")
+    );
 }
