@@ -8,6 +8,7 @@ mod infer;
 mod options;
 mod policy_cmd;
 mod run_cmd;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Export a policy for Docker/Podman, an OCI runtime (crun, runc) or Kubernetes.
     Export(export_cmd::ExportArgs),
+    /// Serve models over the Open Inference Protocol v2 (KServe v2 / Triton HTTP) with pre-warmed sandboxed workers.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -42,6 +45,7 @@ fn main() {
         Command::Run(args) => run_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Export(args) => export_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     std::process::exit(code);
 }
