@@ -220,10 +220,8 @@ impl Server {
     /// Sends SIGTERM to the server (our own child, by pid).
     pub fn terminate(&self) {
         // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
     }
 
     /// Waits (bounded) for the server to exit.
