@@ -155,6 +155,12 @@ fn probe_entry() {
         match action.as_str() {
             "allowed" => allowed_actions(),
             "abort" => libc::abort(),
+            "segv" => {
+                // A wild write, as a hostile model's out-of-bounds access:
+                // Rust std's SIGSEGV handler runs under the filter, then the
+                // kernel kills the process with SIGSEGV.
+                std::ptr::write_volatile(16 as *mut u64, 1);
+            }
             "execve" => {
                 let path = c"/bin/true";
                 let argv = [path.as_ptr(), std::ptr::null()];
@@ -575,6 +581,13 @@ fn abort_reaches_own_process_only() {
     // not of a seccomp kill, and nothing is reported.
     let o = run_probe("abort", Phase::Inference, true);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{}", o.describe());
+    assert!(o.report.violations.is_empty(), "{}", o.describe());
+}
+
+#[test]
+fn crash_is_a_crash_not_a_violation() {
+    let o = run_probe("segv", Phase::Inference, true);
+    assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{}", o.describe());
     assert!(o.report.violations.is_empty(), "{}", o.describe());
 }
 
