@@ -14,7 +14,11 @@ use caffe_sandbox_firewall::{check, inspect, model_files, FirewallPolicy};
 fn glog_time(line: &str) -> Option<f64> {
     let t = line.split_whitespace().nth(1)?;
     let mut it = t.split(':');
-    let (h, m, s) = (it.next()?.parse::<f64>().ok()?, it.next()?.parse::<f64>().ok()?, it.next()?.parse::<f64>().ok()?);
+    let (h, m, s) = (
+        it.next()?.parse::<f64>().ok()?,
+        it.next()?.parse::<f64>().ok()?,
+        it.next()?.parse::<f64>().ok()?,
+    );
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
@@ -30,7 +34,12 @@ fn caffe_load(prefix: &Path, proto: &Path, weights: &Path) -> Duration {
         .output()
         .expect("caffe");
     let log = String::from_utf8_lossy(&out.stderr);
-    let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(glog_time).expect(needle);
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(glog_time)
+            .expect(needle)
+    };
     Duration::from_secs_f64(at("Running for") - at("Use CPU."))
 }
 
@@ -55,7 +64,10 @@ fn main() {
     for _ in 0..7 {
         caffe.push(caffe_load(prefix.as_ref(), &p, &w));
         let t = Instant::now();
-        let (pb, wb) = (std::fs::read(&p).expect("read"), std::fs::read(&w).expect("read"));
+        let (pb, wb) = (
+            std::fs::read(&p).expect("read"),
+            std::fs::read(&w).expect("read"),
+        );
         read.push(t.elapsed());
         let t = Instant::now();
         assert!(inspect(&pb, Some(&wb), &policy).accepted);
@@ -68,6 +80,12 @@ fn main() {
     let (c, i, k) = (median(caffe), median(insp), median(chk));
     println!("caffe load (Net + CopyTrainedLayersFrom, glog to stderr): {c:?}");
     println!("reading the two files: {:?}", median(read));
-    println!("firewall inspect (bytes in memory): {i:?} = {:.1}% of caffe load", 100.0 * i.as_secs_f64() / c.as_secs_f64());
-    println!("firewall check + canonical bytes (files already read): {k:?} = {:.1}%", 100.0 * k.as_secs_f64() / c.as_secs_f64());
+    println!(
+        "firewall inspect (bytes in memory): {i:?} = {:.1}% of caffe load",
+        100.0 * i.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "firewall check + canonical bytes (files already read): {k:?} = {:.1}%",
+        100.0 * k.as_secs_f64() / c.as_secs_f64()
+    );
 }

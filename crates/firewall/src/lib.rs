@@ -291,6 +291,7 @@ fn check_weights(
         max_layers: policy.max_layers,
         max_repeated: policy.max_repeated,
         max_string_len: policy.max_string_len,
+        max_blobs: policy.max_blobs,
     };
     let parsed = match weights::parse_weights(w, lim) {
         Ok(p) => p,

@@ -83,6 +83,20 @@ pub fn parse_prototxt(bytes: &[u8], policy: &FirewallPolicy) -> Result<ParsedNet
     }
     let dynamic = DynamicMessage::parse_text_format(net_parameter(), text)
         .map_err(|e| Finding::error(FindingCode::ParseError, format!("prototxt: {e}")))?;
+    // The typed LayerParameter is ~3 KB: cap the count before materialising it.
+    for field in ["layer", "layers"] {
+        let n = dynamic
+            .get_field_by_name(field)
+            .and_then(|v| v.as_list().map(<[_]>::len))
+            .unwrap_or(0);
+        if n > policy.max_layers {
+            return Err(Finding::error(
+                FindingCode::LimitExceeded,
+                format!("{n} `{field}` entries, limit {}", policy.max_layers),
+            )
+            .at_field(field));
+        }
+    }
     let net = NetParameter::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| {
         Finding::error(
             FindingCode::ParseError,
@@ -104,6 +118,15 @@ mod tests {
         );
         assert_eq!(prescan_depth(b"a { b: '\\'{{' }", 8), Ok(1));
         assert_eq!(prescan_depth(&b"{".repeat(100), 32), Err(32));
+    }
+
+    #[test]
+    fn layer_count_is_capped_before_typed_decode() {
+        let many = "layer {} ".repeat(10_000);
+        let f = parse_prototxt(many.as_bytes(), &FirewallPolicy::default())
+            .err()
+            .unwrap();
+        assert_eq!(f.code, FindingCode::LimitExceeded);
     }
 
     #[test]

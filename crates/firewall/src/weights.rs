@@ -114,6 +114,8 @@ pub struct WeightLimits {
     pub max_repeated: usize,
     /// Maximum name length.
     pub max_string_len: usize,
+    /// Maximum number of blobs in the whole file.
+    pub max_blobs: usize,
 }
 
 struct Reader<'a> {
@@ -200,6 +202,7 @@ fn walk_net(bytes: &[u8], lim: WeightLimits) -> WResult<Weights> {
         layers: Vec::new(),
         legacy: false,
     };
+    let mut blobs = 0usize;
     while !r.done() {
         let (field, wire) = r.key()?;
         match (field, wire) {
@@ -217,10 +220,17 @@ fn walk_net(bytes: &[u8], lim: WeightLimits) -> WResult<Weights> {
                     "field {field} has wire type {wire}, expected a message"
                 ))
             }
-            _ => r.skip(wire)?,
+            _ => {
+                r.skip(wire)?;
+                continue;
+            }
         }
         if w.layers.len() > lim.max_layers {
             return Err(format!("more than {} layers", lim.max_layers));
+        }
+        blobs += w.layers.last().map_or(0, |l| l.blobs.len());
+        if blobs > lim.max_blobs {
+            return Err(format!("more than {} blobs", lim.max_blobs));
         }
     }
     Ok(w)
@@ -296,6 +306,21 @@ fn walk_layer(
     Ok(layer)
 }
 
+/// Record float bytes `buf[s..e]`: large runs are borrowed, small ones (unpacked values, tiny
+/// packed runs) are copied, so the bookkeeping never exceeds the input's size.
+fn push_chunk(chunks: &mut Vec<Chunk>, buf: &[u8], s: usize, e: usize) {
+    const BORROW_MIN: usize = 256;
+    if e - s >= BORROW_MIN {
+        chunks.push(Chunk::Borrowed(s, e));
+        return;
+    }
+    if let Some(Chunk::Owned(v)) = chunks.last_mut() {
+        v.extend_from_slice(&buf[s..e]);
+    } else if e > s {
+        chunks.push(Chunk::Owned(buf[s..e].to_vec()));
+    }
+}
+
 fn walk_blob(buf: &[u8], s: usize, e: usize, lim: WeightLimits) -> WResult<WeightBlob> {
     let mut r = Reader::new(buf, s, e);
     let mut b = WeightBlob {
@@ -335,21 +360,17 @@ fn walk_blob(buf: &[u8], s: usize, e: usize, lim: WeightLimits) -> WResult<Weigh
                     }
                 }
             }
-            (5, 2) => {
-                let (ds, de) = r.len_delim()?;
+            (5, 2) | (5, 5) => {
+                let (ds, de) = if wire == 2 {
+                    r.len_delim()?
+                } else {
+                    r.take(4)?
+                };
                 if (de - ds) % 4 != 0 {
                     return Err("packed float data length is not a multiple of 4".into());
                 }
                 b.float_count += (de - ds) / 4;
-                b.float_data.push(Chunk::Borrowed(ds, de));
-            }
-            (5, 5) => {
-                let (ds, de) = r.take(4)?;
-                b.float_count += 1;
-                match b.float_data.last_mut() {
-                    Some(Chunk::Borrowed(_, end)) if *end + 1 == ds => *end = de,
-                    _ => b.float_data.push(Chunk::Borrowed(ds, de)),
-                }
+                push_chunk(&mut b.float_data, buf, ds, de);
             }
             (8, 2) | (8, 1) => {
                 let (ds, de) = if wire == 2 {
@@ -370,7 +391,10 @@ fn walk_blob(buf: &[u8], s: usize, e: usize, lim: WeightLimits) -> WResult<Weigh
                     })
                     .collect();
                 b.double_count += (de - ds) / 8;
-                b.double_data.push(Chunk::Owned(floats));
+                match b.double_data.last_mut() {
+                    Some(Chunk::Owned(v)) => v.extend_from_slice(&floats),
+                    _ => b.double_data.push(Chunk::Owned(floats)),
+                }
             }
             (1..=4, 0) => {
                 legacy[field as usize - 1] = r.varint()? as i32;

@@ -213,3 +213,45 @@ fn missing_weights_are_a_warning() {
         .iter()
         .any(|f| f.code == FindingCode::MissingWeights && f.severity == Severity::Warning));
 }
+
+#[test]
+fn blob_and_layer_counts_are_capped() {
+    // 3000 layers of 5 empty blobs each: 2 bytes per blob on the wire, 15000 blobs.
+    let l = layer("x", vec![BlobProto::default(); 5]);
+    refused_with(&model(vec![l; 3000]), FindingCode::WeightsParseError);
+    let tiny = LayerParameter::default();
+    refused_with(&model(vec![tiny; 5000]), FindingCode::WeightsParseError);
+}
+
+#[test]
+fn unpacked_floats_are_accepted_like_caffe() {
+    // proto2 parsers accept unpacked encodings of packed fields; so does the walk.
+    let mut body = Vec::new();
+    let dims = [2u8, 3, 3, 3];
+    body.extend_from_slice(&[0x3a, 6, 0x0a, 4]);
+    body.extend_from_slice(&dims);
+    for i in 0..54u32 {
+        body.push(0x2d); // field 5, wire type 5
+        body.extend_from_slice(&(i as f32 * 0.5).to_le_bytes());
+    }
+    let blob0 = BlobProto::decode(body.as_slice()).expect("valid BlobProto");
+    assert_eq!(blob0, blob(&[2, 3, 3, 3], 54));
+    let mut layer_bytes = Vec::new();
+    prost::encoding::string::encode(1, &"conv".to_owned(), &mut layer_bytes);
+    prost::encoding::encode_key(
+        7,
+        prost::encoding::WireType::LengthDelimited,
+        &mut layer_bytes,
+    );
+    prost::encoding::encode_varint(body.len() as u64, &mut layer_bytes);
+    layer_bytes.extend_from_slice(&body);
+    prost::encoding::message::encode(7, &blob(&[2], 2), &mut layer_bytes);
+    let mut w = Vec::new();
+    prost::encoding::encode_key(100, prost::encoding::WireType::LengthDelimited, &mut w);
+    prost::encoding::encode_varint(layer_bytes.len() as u64, &mut w);
+    w.extend_from_slice(&layer_bytes);
+    let m = check(NET.as_bytes(), Some(&w), &FirewallPolicy::default()).expect("accepted");
+    let canon =
+        NetParameter::decode(m.canonical_weights_bytes().expect("weights")).expect("decodes");
+    assert_eq!(canon.layer[0].blobs[0], blob(&[2, 3, 3, 3], 54));
+}
