@@ -1,6 +1,8 @@
 //! No panic (and no stack overflow) on arbitrary input: property tests over raw bytes, mutated
 //! prototxt and random layer parameters.
 
+mod common;
+
 use caffe_sandbox_firewall::{check, inspect, FirewallPolicy};
 use proptest::prelude::*;
 
@@ -119,5 +121,29 @@ fn deep_nesting_does_not_overflow_the_stack() {
     ] {
         let text = open.repeat(200_000);
         assert!(!inspect(text.as_bytes(), None, &FirewallPolicy::default()).accepted);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_chains_of_allowlisted_layers(
+        dims in proptest::collection::vec(prop_oneof![1i64..6, Just(0), Just(-1)], 0..6),
+        layers in proptest::collection::vec((0usize..16, -9i64..9, -9i64..9, -9i64..9), 1..6),
+    ) {
+        let dims: String = dims.iter().map(|d| format!("dim: {d} ")).collect();
+        let mut text = format!("layer {{ name: \"data\" type: \"Input\" top: \"data\" input_param {{ shape {{ {dims} }} }} }}\n");
+        let mut bottom = "data".to_owned();
+        for (i, &(ty, a, b, c)) in layers.iter().enumerate() {
+            text.push_str(&common::layer_text(i, ty, &bottom, a, b, c));
+            bottom = format!("l{i}");
+        }
+        let r = inspect(text.as_bytes(), None, &FirewallPolicy::default());
+        if r.accepted {
+            prop_assert!(r.inference_complete);
+            let m = check(text.as_bytes(), None, &FirewallPolicy::default()).expect("accepted by check too");
+            prop_assert!(!m.canonical_net_bytes().is_empty());
+        }
     }
 }

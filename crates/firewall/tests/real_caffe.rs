@@ -171,3 +171,80 @@ fn canonical_open_nsfw_runs_identically_in_real_caffe() {
     );
     assert_eq!(original, canonical);
 }
+
+/// `Top shape:` lines per layer from Caffe's net-construction log.
+fn caffe_top_shapes(log: &str) -> std::collections::BTreeMap<String, Vec<Vec<i64>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut current = None;
+    for line in log.lines() {
+        let Some((_, msg)) = line.split_once("] ") else {
+            continue;
+        };
+        if let Some(name) = msg.strip_prefix("Setting up ") {
+            current = Some(name.trim().to_owned());
+            out.insert(name.trim().to_owned(), Vec::new());
+        } else if let (Some(rest), Some(cur)) = (msg.strip_prefix("Top shape: "), current.as_ref())
+        {
+            let dims: Vec<i64> = rest
+                .split_whitespace()
+                .take_while(|t| !t.starts_with('('))
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            out.get_mut(cur).expect("current layer").push(dims);
+        }
+    }
+    out
+}
+
+#[test]
+fn shape_inference_agrees_with_real_caffe_on_random_nets() {
+    let Some(prefix) = caffe_prefix() else { return };
+    let tmp = std::env::temp_dir().join(format!("fw-real-caffe-shapes-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let policy = FirewallPolicy::default();
+    let (mut accepted, mut seed) = (0, 0u64);
+    let mut types = std::collections::BTreeMap::new();
+    while accepted < 60 && seed < 3000 {
+        seed += 1;
+        let text = common::random_net(seed);
+        let report = caffe_sandbox_firewall::inspect(text.as_bytes(), None, &policy);
+        if !report.accepted {
+            continue;
+        }
+        accepted += 1;
+        let file = tmp.join("net.prototxt");
+        std::fs::write(&file, &text).expect("write");
+        let args = [
+            "time".as_ref(),
+            "-phase".as_ref(),
+            "TEST".as_ref(),
+            "-iterations".as_ref(),
+            "1".as_ref(),
+            "-model".as_ref(),
+            file.as_os_str(),
+        ];
+        let out = caffe(&prefix, &args, &tmp);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "seed {seed}: the firewall accepted a net that kills Caffe:\n{text}\n{log}"
+        );
+        let real = caffe_top_shapes(&log);
+        for l in &report.layers {
+            *types.entry(l.ty.clone()).or_insert(0usize) += 1;
+            assert_eq!(
+                Some(&l.top_shapes),
+                real.get(&l.name),
+                "seed {seed}, layer {}:\n{text}",
+                l.name
+            );
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    eprintln!("{accepted} accepted of {seed} random nets; layers compared by type: {types:?}");
+    assert!(accepted >= 60, "only {accepted} random nets accepted");
+    assert!(
+        types.len() >= 15,
+        "too few layer types exercised: {types:?}"
+    );
+}

@@ -513,7 +513,17 @@ fn elementwise(ty: &str, l: &LayerParameter, b: &[Vec<i64>], nt: usize, per: u12
 fn batch_norm(b: &[Vec<i64>], nt: usize) -> LResult<Out> {
     arity(b, nt, (1, 1), (1, 1))?;
     let s = &b[0];
-    let c = if s.len() == 1 { 1 } else { s[1] };
+    let c = match s.len() {
+        0 => {
+            return Err(problem(
+                BadDimension,
+                Some("bottom"),
+                "BatchNorm of a 0-axis blob",
+            ))
+        }
+        1 => 1,
+        _ => s[1],
+    };
     let n = fl(&[prod(s)]);
     Ok(Out {
         tops: vec![s.clone()],
