@@ -2,6 +2,7 @@
 //!
 //! This binary is the supervisor: it never links C/C++ model code. It is also re-executed as the jail's
 //! stage 2 (see crates/jail), which is why `main` first hands control to the jail when asked to.
+mod bench;
 mod exit;
 mod export_cmd;
 mod infer;
@@ -26,6 +27,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Run an existing Caffe program (e.g. `caffe time`) in the same sandbox: `run [--ro PATH]… -- CMD ARGS…`.
     Run(run_cmd::RunArgs),
+    /// Measure the sandbox against the in-process baseline and against bwrap/crun, in the same run.
+    Bench(bench::BenchArgs),
     /// Check or show sandbox policy files (TOML; see docs/policy.md).
     Policy(policy_cmd::PolicyArgs),
     /// Export a policy for Docker/Podman, an OCI runtime (crun, runc) or Kubernetes.
@@ -43,6 +46,7 @@ fn main() {
     let code = match cli.command {
         Command::Infer(args) => infer::run(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Export(args) => export_cmd::run(args),
         Command::Serve(args) => serve::run(args),

@@ -1,0 +1,416 @@
+//! `caffe-sandbox bench`: the project's own benchmark. Everything is measured in the same run on the same
+//! machine, and printed as ratios against the baselines:
+//! - the in-process baseline (`caffe-inprocess`: the same libcaffe, shim and preprocessing, no sandbox, no
+//!   protocol): model load, first forward, steady forward (median of N);
+//! - the sandboxed worker: spawn → ready, load, first forward, steady forward, through the real protocol;
+//! - spawn cost of `/bin/true` under `caffe-sandbox run`, `bwrap` (equivalent namespaces and binds plus a
+//!   seccomp filter) and `crun run`, and the worker from spawn to ready under caffe-sandbox vs under bwrap
+//!   with the same binds (p50/p95 over K runs).
+//!
+//! bwrap and crun come from Debian; the bench installs them with apt-get when missing (root) and says so.
+use crate::options::SandboxArgs;
+use caffe_sandbox_supervisor::launch::{prefix_lib_dirs, shared_libraries};
+use caffe_sandbox_supervisor::{Input, ModelBundle, Worker};
+use clap::Args;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Arguments of `bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model directory (default: the open_nsfw model made by scripts/setup).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Image used for the forward passes (default: the chelsea.png sample).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Steady-state forward passes measured (median reported).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Spawn measurements per tool (p50/p95 reported).
+    #[arg(long, default_value_t = 20)]
+    pub spawn_runs: usize,
+    /// Skip the bwrap/crun comparison (e.g. when they cannot be installed).
+    #[arg(long)]
+    pub no_external: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[rank.min(v.len() - 1)]
+}
+
+fn repo_default(rel: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(4)
+        .map(|d| d.join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(rel))
+}
+
+pub fn run(args: BenchArgs) -> i32 {
+    match bench(&args) {
+        Ok(v) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print_table(&v);
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("caffe-sandbox bench: {e}");
+            1
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<Value, String> {
+    let model_dir = args.model.clone().unwrap_or_else(|| repo_default(".cache/models/open_nsfw"));
+    let image = args.image.clone().unwrap_or_else(|| repo_default(".cache/samples/chelsea.png"));
+    let cfg = args.sandbox.launch_config().map_err(|e| e.to_string())?;
+    let inprocess = cfg.worker_exe.with_file_name("caffe-inprocess");
+    eprintln!("[bench] in-process baseline ({})", inprocess.display());
+    let out = Command::new(&inprocess)
+        .args(["--model".as_ref(), model_dir.as_os_str(), "--image".as_ref(), image.as_os_str()])
+        .args(["--iters", &args.iters.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", inprocess.display()))?;
+    if !out.status.success() {
+        return Err(format!("in-process baseline failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let base: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let mut base_steady: Vec<f64> =
+        base["steady_forward_ms"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    let base_load = base["load_ms"].as_f64().unwrap_or(f64::NAN);
+    let base_first = base["first_forward_ms"].as_f64().unwrap_or(f64::NAN);
+    let base_steady_med = median(&mut base_steady);
+
+    eprintln!("[bench] sandboxed worker");
+    let model = ModelBundle::from_dir_checked(&model_dir, &Default::default(), &Default::default())
+        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let t0 = Instant::now();
+    let mut w = Worker::start(&cfg, args.sandbox.deadlines()).map_err(|e| e.to_string())?;
+    let spawn_ready = t0.elapsed();
+    let t = Instant::now();
+    let info = w.load(&model).map_err(|e| e.to_string())?;
+    let load = t.elapsed();
+    let input = Input::Image { name: info.inputs[0].name.clone(), bytes };
+    let t = Instant::now();
+    let first_out = w.infer(std::slice::from_ref(&input)).map_err(|e| e.to_string())?;
+    let first = t.elapsed();
+    let mut steady = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        w.infer(std::slice::from_ref(&input)).map_err(|e| e.to_string())?;
+        steady.push(ms(t.elapsed()));
+    }
+    let layers = w.layers();
+    w.shutdown();
+    let steady_med = median(&mut steady);
+    let same = first_out
+        .iter()
+        .find(|o| o.name == "prob")
+        .zip(base["outputs"]["prob"]["data"].as_array())
+        .map(|(o, b)| o.data.iter().zip(b).all(|(x, y)| (f64::from(*x) - y.as_f64().unwrap_or(f64::NAN)).abs() <= 1e-6))
+        .unwrap_or(false);
+
+    let cold_sandboxed = ms(spawn_ready + load + first);
+    let cold_inprocess = base_load + base_first;
+    let mut result = json!({
+        "model": model_dir, "image": image, "iters": args.iters,
+        "outputs_match_in_process_1e-6": same,
+        "in_process": { "load_ms": base_load, "first_forward_ms": base_first, "steady_forward_median_ms": base_steady_med },
+        "sandboxed": { "spawn_to_ready_ms": ms(spawn_ready), "load_ms": ms(load), "first_forward_ms": ms(first),
+                       "steady_forward_median_ms": steady_med },
+        "ratios": {
+            "steady_forward_sandboxed_over_in_process": steady_med / base_steady_med,
+            "load_sandboxed_over_in_process": ms(load) / base_load,
+            "cold_sandboxed_over_in_process": cold_sandboxed / cold_inprocess,
+        },
+        "targets": { "steady_forward_ratio_max": 1.02, "cold_ratio_max": 1.10 },
+        "layers": layers,
+    });
+    if !args.no_external {
+        result["spawn"] = spawn_comparison(args, &cfg)?;
+    }
+    Ok(result)
+}
+
+fn ensure_tool(name: &str, package: &str) -> Result<PathBuf, String> {
+    let find = || ["/usr/bin", "/bin", "/usr/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file());
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    eprintln!("[bench] installing {package} from Debian (apt-get) for the comparison");
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("apt-get: {e}"))?;
+    if !st.success() {
+        return Err(format!("could not install {package} (run as root, or pass --no-external)"));
+    }
+    find().ok_or_else(|| format!("{name} still missing after installing {package}"))
+}
+
+fn time_runs(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Value, String> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f()?;
+        v.push(ms(t.elapsed()));
+    }
+    let p50 = percentile(&mut v, 50.0);
+    let p95 = percentile(&mut v, 95.0);
+    Ok(json!({ "p50_ms": p50, "p95_ms": p95, "runs": n }))
+}
+
+fn check(out: std::io::Result<std::process::Output>, what: &str) -> Result<(), String> {
+    let out = out.map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).chars().take(600).collect::<String>()))
+    }
+}
+
+fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConfig) -> Result<Value, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bwrap = ensure_tool("bwrap", "bubblewrap")?;
+    let crun = ensure_tool("crun", "crun")?;
+    let n = args.spawn_runs;
+    eprintln!("[bench] /bin/true under caffe-sandbox run, bwrap+seccomp, crun ({n} runs each)");
+    let ours = time_runs(n, || {
+        check(
+            Command::new(&me).args(["run", "--audit-log", "/dev/null", "--", "/bin/true"]).stdin(Stdio::null()).output(),
+            "caffe-sandbox run /bin/true",
+        )
+    })?;
+    // bwrap with the same namespaces, a read-only view of /bin/true's files, a tmpfs scratch and a seccomp
+    // filter (the run-tool policy compiled by the same code, as a plain BPF program: bwrap's --seccomp FD).
+    let bpf = static_run_tool_filter()?;
+    let bpf_path = std::env::temp_dir().join(format!("cs-bench-{}.bpf", std::process::id()));
+    std::fs::write(&bpf_path, &bpf).map_err(|e| e.to_string())?;
+    let true_libs = shared_libraries(Path::new("/bin/true"), &cfg.caffe_prefix).map_err(|e| e.to_string())?;
+    let mut bwrap_args: Vec<String> = vec![
+        "--unshare-all".into(), "--die-with-parent".into(), "--new-session".into(), "--clearenv".into(),
+        "--cap-drop".into(), "ALL".into(), "--tmpfs".into(), "/".into(), "--dev".into(), "/dev".into(),
+        "--tmpfs".into(), "/scratch".into(), "--ro-bind".into(), "/bin/true".into(), "/bin/true".into(),
+    ];
+    for l in &true_libs {
+        let s = l.display().to_string();
+        bwrap_args.extend(["--ro-bind".into(), s.clone(), s]);
+    }
+    let bwrap_true = time_runs(n, || {
+        let f = std::fs::File::open(&bpf_path).map_err(|e| e.to_string())?;
+        let mut c = Command::new(&bwrap);
+        c.args(&bwrap_args).args(["--seccomp", "9", "/bin/true"]).stdin(Stdio::null());
+        fd_at(&mut c, f, 9);
+        check(c.output(), "bwrap /bin/true")
+    })?;
+    let bundle = make_crun_bundle(&true_libs)?;
+    let mut id = 0u64;
+    let crun_true = time_runs(n, || {
+        id += 1;
+        let name = format!("cs-bench-{}-{id}", std::process::id());
+        check(
+            Command::new(&crun)
+                .args(["--cgroup-manager=disabled", "run", "--no-pivot", "--bundle"])
+                .arg(&bundle)
+                .arg(&name)
+                .stdin(Stdio::null())
+                .output(),
+            "crun run /bin/true",
+        )
+    });
+    let crun_true = crun_true.unwrap_or_else(|e| json!({ "error": e }));
+
+    eprintln!("[bench] worker spawn → ready under caffe-sandbox and bwrap ({n} runs each)");
+    let ours_worker = time_runs(n, || {
+        let w = Worker::start(cfg, args.sandbox.deadlines()).map_err(|e| e.to_string())?;
+        w.shutdown();
+        Ok(())
+    })?;
+    let worker_libs = shared_libraries(&cfg.worker_exe, &cfg.caffe_prefix).map_err(|e| e.to_string())?;
+    let mut wargs: Vec<String> = vec![
+        "--unshare-all".into(), "--die-with-parent".into(), "--new-session".into(), "--clearenv".into(),
+        "--cap-drop".into(), "ALL".into(), "--tmpfs".into(), "/".into(), "--dev".into(), "/dev".into(),
+        "--tmpfs".into(), "/scratch".into(),
+    ];
+    for l in worker_libs.iter().chain(std::iter::once(&cfg.worker_exe)) {
+        let s = l.display().to_string();
+        wargs.extend(["--ro-bind".into(), s.clone(), s]);
+    }
+    let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
+    wargs.extend(["--setenv".into(), "LD_LIBRARY_PATH".into(), libdirs.to_string_lossy().into_owned()]);
+    let bwrap_worker = time_runs(n, || {
+        let (sup, work) = caffe_sandbox_protocol::channel_pair().map_err(|e| e.to_string())?;
+        let mut c = Command::new(&bwrap);
+        c.args(&wargs).arg(&cfg.worker_exe).args(["--channel-fd", "3"]).stdin(Stdio::null()).stderr(Stdio::null());
+        fd_at(&mut c, work.into_inner(), 3);
+        let mut child = c.spawn().map_err(|e| e.to_string())?;
+        let hello = sup.recv(Some(Duration::from_secs(20)));
+        let _ = child.kill();
+        let _ = child.wait();
+        hello.map(|_| ()).map_err(|e| format!("worker under bwrap: {e}"))
+    })?;
+    let _ = std::fs::remove_file(&bpf_path);
+    let _ = std::fs::remove_dir_all(&bundle);
+    Ok(json!({
+        "true": { "caffe_sandbox_run": ours, "bwrap_with_seccomp": bwrap_true, "crun": crun_true },
+        "worker_to_ready": { "caffe_sandbox": ours_worker, "bwrap_same_binds_no_seccomp": bwrap_worker },
+        "tools": { "bwrap": bwrap, "crun": crun },
+    }))
+}
+
+/// The run-tool policy as one static BPF program for bwrap's `--seccomp FD` (bwrap has no user-notification
+/// listener): every rule that may run is allowed (including the launch execve), everything else kills.
+fn static_run_tool_filter() -> Result<Vec<u8>, String> {
+    use caffe_sandbox_seccomp::Action;
+    use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+    let policy = caffe_sandbox_seccomp::Policy::run_tool()
+        .resolve(&caffe_sandbox_seccomp::Vars { worker_tgid: Some(1) })
+        .map_err(|e| e.to_string())?;
+    let mut ctx = ScmpFilterContext::new(ScmpAction::KillProcess).map_err(|e| e.to_string())?;
+    for r in &policy.rules {
+        let action = match r.action {
+            Action::Errno => ScmpAction::Errno(r.errno.unwrap_or(libc::ENOSYS)),
+            _ => ScmpAction::Allow,
+        };
+        let conds: Vec<ScmpArgCompare> = r
+            .conds
+            .iter()
+            .map(|c| match c.mask {
+                Some(m) => ScmpArgCompare::new(u32::from(c.arg), ScmpCompareOp::MaskedEqual(m), c.value),
+                None => ScmpArgCompare::new(u32::from(c.arg), ScmpCompareOp::Equal, c.value),
+            })
+            .collect();
+        ctx.add_rule_conditional_exact(action, ScmpSyscall::from_raw_syscall(r.nr), &conds)
+            .map_err(|e| e.to_string())?;
+    }
+    // bwrap applies the filter to its own pid-1 reaper too, which waits for the program.
+    ctx.add_rule(ScmpAction::Allow, ScmpSyscall::from_name("wait4").map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let tmp = std::env::temp_dir().join(format!("cs-bench-{}-static.bpf", std::process::id()));
+    let f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+    ctx.export_bpf(&f).map_err(|e| e.to_string())?;
+    drop(f);
+    let out = std::fs::read(&tmp).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&tmp);
+    out
+}
+
+/// Makes `fd` available as `target` in the child (and not close-on-exec).
+fn fd_at(c: &mut Command, fd: impl Into<std::os::fd::OwnedFd>, target: i32) {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.into().into_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; `raw` stays open in the parent until the Command is dropped (we leak it
+    // deliberately for the short-lived bench process).
+    unsafe {
+        c.pre_exec(move || {
+            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly in that case.
+            let rc = if raw == target {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, target)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("cs-bench-crun-{}", std::process::id()));
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "size=16m"]}),
+    ];
+    for p in libs.iter().map(|p| p.as_path()).chain(std::iter::once(Path::new("/bin/true"))) {
+        mounts.push(json!({"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}));
+    }
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": { "terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": [], "cwd": "/",
+                     "noNewPrivileges": true, "capabilities": {"bounding": [], "effective": [], "permitted": []} },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "bench",
+        "mounts": mounts,
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": 65534, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 65534, "size": 1}],
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           {"type": "user"}, {"type": "cgroup"}],
+        }
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap_or_default()).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn print_table(v: &Value) {
+    let f = |x: &Value| x.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+    println!("model: {}   image: {}   steady iterations: {}", v["model"], v["image"], v["iters"]);
+    println!("outputs identical to in-process (1e-6): {}", v["outputs_match_in_process_1e-6"]);
+    println!();
+    println!("{:<34} {:>12} {:>12} {:>8}", "", "in-process", "sandboxed", "ratio");
+    let i = &v["in_process"];
+    let s = &v["sandboxed"];
+    let r = &v["ratios"];
+    println!("{:<34} {:>12} {:>12}", "spawn → ready (ms)", "-", f(&s["spawn_to_ready_ms"]));
+    println!("{:<34} {:>12} {:>12} {:>8}", "model load (ms)", f(&i["load_ms"]), f(&s["load_ms"]), f(&r["load_sandboxed_over_in_process"]));
+    println!("{:<34} {:>12} {:>12}", "first forward (ms)", f(&i["first_forward_ms"]), f(&s["first_forward_ms"]));
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.02)",
+        "steady forward, median (ms)",
+        f(&i["steady_forward_median_ms"]),
+        f(&s["steady_forward_median_ms"]),
+        f(&r["steady_forward_sandboxed_over_in_process"])
+    );
+    println!("{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)", "cold: spawn+load+first ÷ load+first", "", "", f(&r["cold_sandboxed_over_in_process"]));
+    if let Some(sp) = v.get("spawn") {
+        println!();
+        println!("{:<44} {:>10} {:>10}", "spawn cost", "p50 ms", "p95 ms");
+        for (name, x) in [
+            ("/bin/true: caffe-sandbox run (all layers)", &sp["true"]["caffe_sandbox_run"]),
+            ("/bin/true: bwrap + seccomp", &sp["true"]["bwrap_with_seccomp"]),
+            ("/bin/true: crun run", &sp["true"]["crun"]),
+            ("worker → ready: caffe-sandbox", &sp["worker_to_ready"]["caffe_sandbox"]),
+            ("worker → ready: bwrap, same binds", &sp["worker_to_ready"]["bwrap_same_binds_no_seccomp"]),
+        ] {
+            match x.get("error") {
+                Some(e) => println!("{name:<44} error: {e}"),
+                None => println!("{name:<44} {:>10} {:>10}", f(&x["p50_ms"]), f(&x["p95_ms"])),
+            }
+        }
+    }
+}
