@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::FirewallError;
 use crate::sha256_hex;
 
+/// Size cap for the manifest and its signature.
+const MAX_SMALL_FILE: usize = 1 << 20;
+
 /// A manifest of file name → sha256 hex.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,16 +80,53 @@ impl Manifest {
         Ok(())
     }
 
-    /// Check every pinned file in `dir`.
+    /// Check every pinned file in `dir` (regular files only, hashed as a stream).
     pub fn verify_dir(&self, dir: &Path) -> Result<(), FirewallError> {
-        for name in self.files.keys() {
-            let path = dir.join(name);
-            let bytes =
-                std::fs::read(&path).map_err(|source| FirewallError::Io { path, source })?;
-            self.verify_bytes(name, &bytes)?;
+        for (name, expected) in &self.files {
+            let actual = sha256_file(&dir.join(name))?;
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(FirewallError::DigestMismatch {
+                    file: name.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// Hex sha256 of a regular file, read in chunks (FIFOs and devices are refused).
+pub fn sha256_file(path: &Path) -> Result<String, FirewallError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let io = |source| FirewallError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let regular = |m: std::fs::Metadata| {
+        if m.is_file() {
+            Ok(())
+        } else {
+            Err(FirewallError::Manifest(format!(
+                "{} is not a regular file",
+                path.display()
+            )))
+        }
+    };
+    regular(std::fs::metadata(path).map_err(io)?)?;
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    regular(f.metadata().map_err(io)?)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Verify a minisign signature (`.minisig` text) over `data` with a trusted public key
@@ -113,16 +153,11 @@ pub fn verify_signature(
 /// every file it pins. Returns the manifest.
 pub fn verify_model_dir(dir: &Path, trusted_key: Option<&str>) -> Result<Manifest, FirewallError> {
     let mpath = dir.join("manifest.toml");
-    let text = std::fs::read(&mpath).map_err(|source| FirewallError::Io {
-        path: mpath.clone(),
-        source,
-    })?;
+    let text = crate::read_capped(&mpath, MAX_SMALL_FILE)?;
     if let Some(key) = trusted_key {
         let spath = dir.join("manifest.toml.minisig");
-        let sig = std::fs::read_to_string(&spath).map_err(|source| FirewallError::Io {
-            path: spath,
-            source,
-        })?;
+        let sig = String::from_utf8(crate::read_capped(&spath, MAX_SMALL_FILE)?)
+            .map_err(|_| FirewallError::Signature("signature file is not UTF-8".into()))?;
         verify_signature(key, &text, &sig)?;
     }
     let text = String::from_utf8(text).map_err(|_| FirewallError::Manifest("not UTF-8".into()))?;

@@ -146,12 +146,20 @@ pub fn model_files(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), FirewallErr
     Ok((proto, models.pop()))
 }
 
-fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, FirewallError> {
+/// Read a regular file (never a FIFO or device) of at most `cap` bytes (+1 to detect excess).
+pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, FirewallError> {
     use std::io::Read;
     let io = |source| FirewallError::Io {
         path: path.to_owned(),
         source,
     };
+    // Refuse FIFOs and devices before opening: opening a FIFO blocks, /dev/zero never ends.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(FirewallError::ModelDir {
+            dir: path.to_owned(),
+            what: "not a regular file".into(),
+        });
+    }
     let f = std::fs::File::open(path).map_err(io)?;
     if !f.metadata().map_err(io)?.is_file() {
         return Err(FirewallError::ModelDir {

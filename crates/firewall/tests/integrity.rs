@@ -90,3 +90,28 @@ fn signed_model_directory_verifies_and_tampering_is_detected() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(verify_signature(&pk, b"data", "garbage").is_err());
 }
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("fw-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let fifo = dir.join("deploy.prototxt");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success();
+    assert!(ok);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("w.caffemodel")).expect("symlink");
+    let policy = caffe_sandbox_firewall::FirewallPolicy::default();
+    assert!(caffe_sandbox_firewall::inspect_dir(&dir, &policy).is_err());
+    std::fs::remove_file(&fifo).expect("rm");
+    std::fs::write(&fifo, b"name: \"x\"").expect("write");
+    assert!(
+        caffe_sandbox_firewall::inspect_dir(&dir, &policy).is_err(),
+        "/dev/zero as weights"
+    );
+    let m = Manifest::for_files([("w.caffemodel", b"".as_slice())]);
+    assert!(m.verify_dir(&dir).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
