@@ -161,6 +161,19 @@ pub(crate) fn build(
     .map_err(ctx("mount root tmpfs"))
     .map_err(k)?;
 
+    // Mount points of the writable / special mounts, created while the root tmpfs is still writable.
+    let mut special = vec![new.join("dev")];
+    if proc_mode == ProcMode::PrivatePidNs {
+        special.push(new.join("proc"));
+    }
+    if let Some(sc) = scratch {
+        special.push(under(NEW, &sc.path));
+    }
+    for d in &special {
+        fs::create_dir_all(d)
+            .map_err(ctx(format!("mkdir {}", d.display())))
+            .map_err(k)?;
+    }
     for b in &binds {
         // The host procfs (under the old root) resolves the clone child's fd to the exact file it opened.
         let src = PathBuf::from(format!("{OLD}/proc/self/fd/{}", b.src_fd));
@@ -172,14 +185,20 @@ pub(crate) fn build(
         sys::mount(Some(&src), &dst, None, libc::MS_BIND | libc::MS_REC, None)
             .map_err(ctx(format!("bind {}", b.dst.display())))
             .map_err(k)?;
-        let mut attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if !b.exec {
-            attrs |= MOUNT_ATTR_NOEXEC;
+            sys::mount_setattr_add(&dst, MOUNT_ATTR_NOEXEC, true)
+                .map_err(ctx(format!("make {} noexec", b.dst.display())))
+                .map_err(k)?;
         }
-        sys::mount_setattr_add(&dst, attrs, true)
-            .map_err(ctx(format!("make {} read-only", b.dst.display())))
-            .map_err(k)?;
     }
+    // One recursive call makes the root tmpfs and every bind (with its submounts) read-only, nosuid, nodev.
+    sys::mount_setattr_add(
+        new,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        true,
+    )
+    .map_err(ctx("make the read-only binds read-only"))
+    .map_err(k)?;
 
     // /dev: read-only tmpfs with bound device nodes (rw, nosuid, noexec).
     let dev = new.join("dev");

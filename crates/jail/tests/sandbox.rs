@@ -284,6 +284,24 @@ fn binds_from_a_private_directory() {
 }
 
 #[test]
+fn noexec_binds_are_read_only_and_not_executable() {
+    let dir = std::env::temp_dir().join(format!("jail-noexec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.join("tool");
+    std::fs::copy(probe(), &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut s = spec(&["noexec", target.to_str().unwrap()]);
+    s.ro_noexec_paths.push(dir.clone());
+    let o = run(&s);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!o.stderr.contains("PROBE-FAIL"), "{}", o.stderr);
+    assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
+}
+
+#[test]
 fn rlimits_enforced() {
     let mut s = spec(&["enforce", "268435456", "12", "65536"]);
     s.limits.address_space = Some(256 << 20);

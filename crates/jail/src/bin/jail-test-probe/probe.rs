@@ -67,6 +67,7 @@ pub fn main() -> i32 {
         "kill" => kill(&mut p, rest[0].parse().expect("pid")),
         "rlimits" => rlimits(&mut p, rest),
         "enforce" => enforce(&mut p, rest),
+        "noexec" => noexec(&mut p, &rest[0]),
         "proc" => proc_(&mut p),
         "grandchild" => grandchild(),
         "pause" => loop {
@@ -551,5 +552,27 @@ fn enforce(p: &mut P, rest: &[String]) {
         "write beyond RLIMIT_FSIZE fails",
         r.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EFBIG),
         format!("{r:?}"),
+    );
+}
+
+/// A file under a read-only noexec bind: readable, not writable, not executable.
+fn noexec(p: &mut P, path: &str) {
+    p.check("noexec bind readable", std::fs::read(path).is_ok(), path);
+    let r = std::fs::OpenOptions::new().write(true).open(path);
+    p.check(
+        "noexec bind not writable",
+        r.is_err(),
+        format!("{:?}", r.map(|_| ())),
+    );
+    let exe = c(path);
+    let argv = [exe.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: valid NULL-terminated arrays; success would replace this process (a failure of the check).
+    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let e = errno();
+    p.check(
+        "noexec bind not executable",
+        e == libc::EACCES,
+        format!("errno {e}"),
     );
 }
