@@ -122,3 +122,16 @@ fn phase_filtered_layers_are_dropped_from_the_canonical_net() {
         .all(|l| l.name.as_deref() != Some("train_only") && l.include.is_empty()));
     assert_eq!(m.report().outputs, vec![("prob".to_owned(), vec![1, 2])]);
 }
+
+#[test]
+fn report_serializes_and_displays_without_control_characters() {
+    let text = "layer { name: \"evil\\033[2J\" type: \"Python\" top: \"x\" python_param { module: \"os\" } }";
+    let r = inspect(text.as_bytes(), None, &FirewallPolicy::default());
+    let json = serde_json::to_value(&r).expect("serializes");
+    assert_eq!(json["accepted"], false);
+    assert!(json["findings"][0]["code"].is_string());
+    assert!(json["findings"][0]["severity"] == "error");
+    let shown = r.to_string();
+    assert!(!shown.contains('\u{1b}'), "{shown}");
+    assert!(shown.contains("REFUSED"));
+}
