@@ -76,6 +76,15 @@ fn send(report_fd: RawFd, msg: &Stage2Msg) {
 }
 
 fn run(spec_fd: RawFd) -> ! {
+    // Refuse a manual invocation: stage 2 must be pid 1 of a fresh pid namespace and hold the supervisor's
+    // sealed spec memfd. (Otherwise e.g. `make / rprivate` would hit the caller's own mount namespace.)
+    // SAFETY: getpid has no preconditions; F_GET_SEALS only queries the fd.
+    let (pid, seals) = unsafe { (libc::getpid(), libc::fcntl(spec_fd, libc::F_GET_SEALS)) };
+    let want = libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+    if pid != 1 || seals < 0 || seals & want != want {
+        eprintln!("{STAGE2_ARG}: internal entry point of the sandbox, not for direct use");
+        std::process::exit(118);
+    }
     // SAFETY: the fd number was handed to us by the supervisor through argv and is owned by this process.
     let mut spec_file = unsafe { File::from_raw_fd(spec_fd) };
     let spec: Stage2Spec = match spec_file

@@ -534,11 +534,17 @@ fn dedicated_stage2_binary_works() {
     s.stage2_exe = Some(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2").into());
     let o = run_ok(&s);
     assert!(o.layers.is_enforced(Layer::Landlock));
-    // Run directly, it refuses.
+    // Run directly, it refuses; a forged stage-2 invocation (not pid 1, no sealed spec) refuses too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"))
+        .args([STAGE2_ARG, "0"])
+        .stdin(std::fs::File::open("/dev/null").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(118));
 }
 
 #[test]
