@@ -248,3 +248,103 @@ fn shape_inference_agrees_with_real_caffe_on_random_nets() {
         "too few layer types exercised: {types:?}"
     );
 }
+
+const MADE_LAYERS: &str = r#"
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 8 kernel_size: 3 stride: 2 group: 2 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.2 } } }
+layer { name: "pool" type: "Pooling" bottom: "conv2" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "norm" type: "LRN" bottom: "pool" top: "norm" lrn_param { local_size: 3 } }
+layer { name: "up" type: "Deconvolution" bottom: "norm" top: "up" convolution_param { num_output: 4 kernel_size: 2 stride: 2 weight_filler { type: "xavier" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "up" top: "ip" inner_product_param { num_output: 3 weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.3 } } }
+"#;
+
+/// A model made (trained two steps) with the real Caffe passes, and its canonical bytes give the
+/// same outputs as the files Caffe wrote.
+#[test]
+fn model_made_with_real_caffe_passes_and_runs_identically() {
+    let Some(prefix) = caffe_prefix() else { return };
+    let tmp = std::env::temp_dir().join(format!("fw-real-caffe-made-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let train = format!(
+        r#"name: "made"
+layer {{ name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param {{ shape {{ dim: 4 dim: 3 dim: 16 dim: 16 }} shape {{ dim: 4 }}
+    data_filler {{ type: "gaussian" std: 1 }} data_filler {{ type: "constant" value: 1 }} }} }}
+{MADE_LAYERS}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
+"#
+    );
+    std::fs::write(tmp.join("train.prototxt"), train).expect("write");
+    std::fs::write(
+        tmp.join("solver.prototxt"),
+        "net: \"train.prototxt\"\nbase_lr: 0.01\nlr_policy: \"fixed\"\nmax_iter: 2\nsnapshot: 2\nsnapshot_prefix: \"made\"\nsolver_mode: CPU\nrandom_seed: 7\n",
+    )
+    .expect("write");
+    let out = caffe(
+        &prefix,
+        &[
+            "train".as_ref(),
+            "-solver".as_ref(),
+            "solver.prototxt".as_ref(),
+        ],
+        &tmp,
+    );
+    assert!(
+        out.status.success(),
+        "caffe train:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model_dir = tmp.join("model");
+    std::fs::create_dir_all(&model_dir).expect("dir");
+    std::fs::rename(
+        tmp.join("made_iter_2.caffemodel"),
+        model_dir.join("made.caffemodel"),
+    )
+    .expect("snapshot");
+    let deploy = format!(
+        "name: \"made\"\ninput: \"data\"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 16\ninput_dim: 16\n{MADE_LAYERS}layer {{ name: \"prob\" type: \"Softmax\" bottom: \"ip\" top: \"prob\" }}\n"
+    );
+    std::fs::write(model_dir.join("deploy.prototxt"), &deploy).expect("write");
+
+    let model = check_dir(&model_dir, &FirewallPolicy::default()).expect("made model accepted");
+    let r = model.report();
+    assert_eq!(r.outputs, vec![("prob".to_owned(), vec![1, 3])]);
+    let w = r.weights.as_ref().expect("weights");
+    assert_eq!(w.matched_layers, 6, "{r}");
+    assert_eq!(
+        w.ignored_layers, 2,
+        "DummyData and SoftmaxWithLoss are ignored: {r}"
+    );
+
+    let net = DynamicMessage::decode(
+        proto::net_parameter(),
+        model.canonical_net_bytes().as_slice(),
+    )
+    .expect("decode");
+    std::fs::write(tmp.join("net.prototxt"), net.to_text_format()).expect("write");
+    std::fs::write(
+        tmp.join("weights.caffemodel"),
+        model.canonical_weights_bytes().expect("weights"),
+    )
+    .expect("write");
+    let original = caffe_outputs(
+        &prefix,
+        &model_dir.join("deploy.prototxt"),
+        &model_dir.join("made.caffemodel"),
+    );
+    let canonical = caffe_outputs(
+        &prefix,
+        &tmp.join("net.prototxt"),
+        &tmp.join("weights.caffemodel"),
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+    assert_eq!(
+        original.iter().filter(|l| l.contains("prob = ")).count(),
+        6,
+        "{original:?}"
+    );
+    assert_eq!(original, canonical);
+}
