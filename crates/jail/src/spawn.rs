@@ -61,6 +61,39 @@ impl Sandboxed {
         Ok(st)
     }
 
+    /// The kernel's view of the target's seccomp state, read from the supervisor side
+    /// (`/proc/PID/status`: `Seccomp:` mode 0/1/2 and `Seccomp_filters:` count). Valid until the process is
+    /// reaped (an unreaped pid cannot be reused).
+    pub fn seccomp_status(&self) -> io::Result<(u32, u32)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        match (field("Seccomp:"), field("Seccomp_filters:")) {
+            (Some(mode), Some(filters)) => Ok((mode, filters)),
+            _ => Err(io::Error::other("no Seccomp fields in /proc/PID/status")),
+        }
+    }
+
+    /// The seccomp hook: once the worker says its filter is installed, confirm it from the kernel's side and
+    /// record [`Layer::Seccomp`] as enforced (or weakened when no filter is in place). Returns the new state.
+    pub fn confirm_seccomp(&mut self, min_filters: u32) -> LayerState {
+        let state = match self.seccomp_status() {
+            Ok((2, n)) if n >= min_filters => {
+                LayerState::enforced(format!("filter mode, {n} filter(s) (read from /proc/{}/status)", self.pid))
+            }
+            Ok((mode, n)) => LayerState::weakened(format!(
+                "kernel reports seccomp mode {mode} with {n} filter(s), expected filter mode with >= {min_filters}"
+            )),
+            Err(e) => LayerState::weakened(format!("cannot read seccomp state: {e}")),
+        };
+        self.layers.set(Layer::Seccomp, state.clone());
+        state
+    }
+
     fn remove_cgroup(&self) {
         if let Some(d) = &self.cgroup {
             let _ = std::fs::remove_dir(d);

@@ -143,7 +143,7 @@ fn reset_signals() {
     // SAFETY: resetting dispositions to SIG_DFL and unblocking signals affects only this single thread;
     // errors for SIGKILL/SIGSTOP are expected and ignored.
     unsafe {
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             libc::signal(sig, libc::SIG_DFL);
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

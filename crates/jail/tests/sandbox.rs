@@ -548,6 +548,30 @@ fn dedicated_stage2_binary_works() {
 }
 
 #[test]
+fn seccomp_hook_confirms_from_the_kernel_side() {
+    let mut sb = spawn(&spec(&["seccomp-then-pause"])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        sb.layers.get(Layer::Seccomp),
+        Some(LayerState::Delegated { .. })
+    ));
+    let mut f = std::fs::File::from(sb.stderr.try_clone().unwrap());
+    let mut buf = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&buf).contains("READY") {
+        let n = f.read(&mut b).unwrap();
+        assert!(n > 0, "probe died: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&b[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&buf).contains("PROBE-FAIL"));
+    assert_eq!(sb.seccomp_status().unwrap(), (2, 1));
+    assert!(matches!(sb.confirm_seccomp(1), LayerState::Enforced { .. }));
+    assert!(sb.layers.is_enforced(Layer::Seccomp));
+    assert!(matches!(sb.confirm_seccomp(2), LayerState::Weakened { .. }));
+    sb.kill().unwrap();
+    sb.wait().unwrap();
+}
+
+#[test]
 fn spawn_latency() {
     let s = spec(&["true"]);
     let mut times = Vec::new();

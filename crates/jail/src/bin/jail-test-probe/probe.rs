@@ -68,6 +68,39 @@ pub fn main() -> i32 {
         "rlimits" => rlimits(&mut p, rest),
         "enforce" => enforce(&mut p, rest),
         "noexec" => noexec(&mut p, &rest[0]),
+        "seccomp-then-pause" => {
+            // Install a trivial allow-all filter (no_new_privs is already set), announce, then wait.
+            let filter = [libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            }];
+            let prog = libc::sock_fprog {
+                len: 1,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: valid one-instruction program that lives across the call.
+            let r = unsafe {
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                    0,
+                    0,
+                )
+            };
+            p.check(
+                "seccomp filter installed",
+                r == 0,
+                format!("r={r} errno {}", errno()),
+            );
+            eprintln!("READY");
+            loop {
+                // SAFETY: pause sleeps until a signal.
+                unsafe { libc::pause() };
+            }
+        }
         "proc" => proc_(&mut p),
         "grandchild" => grandchild(),
         "pause" => loop {
