@@ -71,7 +71,7 @@ impl Default for FirewallPolicy {
             allow_layer_types: BTreeSet::new(),
             allow_legacy_inputs: true,
             allow_hdf5_weights: false,
-            max_prototxt_bytes: 4 << 20,
+            max_prototxt_bytes: 1 << 20,
             max_weights_bytes: 1 << 30,
             max_text_depth: 32,
             max_layers: 4096,
