@@ -11,8 +11,24 @@ use std::time::{Duration, Instant};
 
 use caffe_sandbox_jail::*;
 
+/// A helper binary: the compile-time path, or the copy made for the unprivileged rerun (the build tree may
+/// not be reachable by uid 65534, e.g. a checkout under a 0700 directory).
+fn bin(name: &str, compiled: &str) -> PathBuf {
+    match std::env::var_os("JAIL_TEST_BIN_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => PathBuf::from(compiled),
+    }
+}
+
 fn probe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_jail-test-probe"))
+    bin("jail-test-probe", env!("CARGO_BIN_EXE_jail-test-probe"))
+}
+
+fn stage2_bin() -> PathBuf {
+    bin(
+        "caffe-sandbox-jail-stage2",
+        env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"),
+    )
 }
 
 const SCRATCH: u64 = 1 << 20;
@@ -154,7 +170,15 @@ fn filesystem_view_scratch_cap_and_noexec() {
     let p = probe();
     // Large enough to hold a copy of the (debug) probe binary for the noexec check.
     let cap = 32u64 << 20;
-    let mut s = spec(&["fs", p.to_str().unwrap(), &cap.to_string()]);
+    // A host file the sandbox must not see.
+    let marker = std::env::temp_dir().join(format!("jail-marker-{}", std::process::id()));
+    std::fs::write(&marker, b"host secret").unwrap();
+    let mut s = spec(&[
+        "fs",
+        p.to_str().unwrap(),
+        &cap.to_string(),
+        marker.to_str().unwrap(),
+    ]);
     s.scratch = Some(ScratchSpec {
         path: "/scratch".into(),
         size_bytes: cap,
@@ -164,7 +188,11 @@ fn filesystem_view_scratch_cap_and_noexec() {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
         .collect();
-    run_ok(&s);
+    let o = run(&s);
+    let _ = std::fs::remove_file(&marker);
+    assert!(!o.stderr.contains("PROBE-FAIL"), "{}", o.stderr);
+    assert_eq!(o.status, ExitStatus::Code(0), "{}", o.stderr);
+    assert!(!o.stderr.contains("host secret"));
     assert!(!Path::new("/pwned").exists() && !Path::new("/dev/pwned").exists());
     assert!(!Path::new("/lib/pwned").exists());
     let after: BTreeSet<_> = std::fs::read_dir("/tmp")
@@ -531,15 +559,13 @@ fn concurrent_spawns_from_many_threads() {
 #[test]
 fn dedicated_stage2_binary_works() {
     let mut s = spec(&["hello"]);
-    s.stage2_exe = Some(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2").into());
+    s.stage2_exe = Some(stage2_bin());
     let o = run_ok(&s);
     assert!(o.layers.is_enforced(Layer::Landlock));
     // Run directly, it refuses; a forged stage-2 invocation (not pid 1, no sealed spec) refuses too.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(stage2_bin()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_caffe-sandbox-jail-stage2"))
+    let out = std::process::Command::new(stage2_bin())
         .args([STAGE2_ARG, "0"])
         .stdin(std::fs::File::open("/dev/null").unwrap())
         .output()
@@ -606,7 +632,26 @@ fn unprivileged_rerun() {
         );
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    // Copy the binaries to a directory uid 65534 can reach. `cp` does the writing, so no write fd of the
+    // copies ever sits in this (multi-threaded, concurrently spawning) process: no ETXTBSY later.
+    let dir = std::env::temp_dir().join(format!("jail-rerun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("sandbox-tests");
+    for (src, dst) in [
+        (std::env::current_exe().unwrap(), exe.clone()),
+        (probe(), dir.join("jail-test-probe")),
+        (stage2_bin(), dir.join("caffe-sandbox-jail-stage2")),
+    ] {
+        let st = std::process::Command::new("cp")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cp {} failed", src.display());
+    }
     let out = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -619,8 +664,10 @@ fn unprivileged_rerun() {
         .args(["--skip", "unprivileged_rerun", "--test-threads=4"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
+        .env("JAIL_TEST_BIN_DIR", &dir)
         .output()
         .expect("setpriv must be installed (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(

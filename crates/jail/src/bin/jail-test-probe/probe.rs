@@ -205,8 +205,23 @@ fn net(p: &mut P, port: u16) {
 fn fs(p: &mut P, rest: &[String]) {
     let program = &rest[0];
     let cap: u64 = rest[1].parse().expect("scratch size");
+    let marker = &rest[2];
+    p.check("host /tmp content invisible", !exists(marker), marker);
+    // /tmp itself exists only if the program was bound from below it.
+    let tmp_ok = !exists("/tmp") || program.starts_with("/tmp/");
+    p.check("/tmp invisible", tmp_ok, "");
+    if let Ok(d) = std::fs::read_dir("/tmp") {
+        let names: Vec<String> = d
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        p.check(
+            "/tmp holds only the program's path",
+            names.len() <= 1,
+            format!("{names:?}"),
+        );
+    }
     for host in [
-        "/tmp",
         "/home",
         "/root",
         "/etc/passwd",
