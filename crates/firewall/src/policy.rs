@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Layer types the firewall knows how to shape-check and cost, allowed by default.
 pub const INFERENCE_LAYER_TYPES: &[&str] = &[
@@ -32,7 +32,11 @@ pub const INFERENCE_LAYER_TYPES: &[&str] = &[
 ];
 
 /// The firewall's policy. `Default` is the strict inference policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Deserialises from a partial document (missing fields take the defaults; unknown fields are
+/// errors), e.g. TOML `allow_layer_types = ["PReLU"]` and `max_flops = 50000000000`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FirewallPolicy {
     /// Extra layer types explicitly opted in beyond [`INFERENCE_LAYER_TYPES`] (e.g. `"PReLU"`).
     /// Opted-in types without shape inference still get an `unknown-to-inference` finding

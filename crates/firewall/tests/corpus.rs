@@ -135,3 +135,13 @@ fn report_serializes_and_displays_without_control_characters() {
     assert!(!shown.contains('\u{1b}'), "{shown}");
     assert!(shown.contains("REFUSED"));
 }
+
+#[test]
+fn policy_deserializes_from_partial_toml() {
+    let p: FirewallPolicy =
+        toml::from_str("allow_layer_types = [\"PReLU\"]\nmax_flops = 1000\n").expect("policy");
+    assert!(p.layer_type_allowed("PReLU"));
+    assert_eq!(p.max_flops, 1000);
+    assert_eq!(p.max_layers, FirewallPolicy::default().max_layers);
+    assert!(toml::from_str::<FirewallPolicy>("allow_everything = true").is_err());
+}
