@@ -7,11 +7,13 @@
 //! ## Design (runc/youki style, safe in a multi-threaded supervisor)
 //! 1. The supervisor prepares everything that allocates (argv, pipes, a sealed memfd holding the serialized
 //!    spec) and calls `clone3(CLONE_NEWUSER|NEWPID|NEWNET|NEWNS|NEWIPC|NEWUTS|NEWCGROUP|CLONE_PIDFD)`.
-//! 2. The clone child runs only async-signal-safe raw system calls: `PR_SET_PDEATHSIG`, a blocking read on a
-//!    sync pipe, clearing `FD_CLOEXEC` on the fds stage 2 needs, `execveat` of the stage-2 executable.
-//!    Meanwhile the parent writes `uid_map`/`gid_map`: rootless, ns uid/gid 0 ↦ the caller's uid/gid with
-//!    `setgroups` denied; as root, ns 0 ↦ 65534/65534 (the worker is never host root) and stage 2 drops
-//!    supplementary groups.
+//! 2. The clone child runs only async-signal-safe raw system calls (every signal blocked): `PR_SET_PDEATHSIG`,
+//!    a blocking read on a sync pipe, `O_PATH` opens of the bind sources (still with the caller's
+//!    credentials), `setgroups(0)` (root mode) and `setresuid/setresgid(0)` inside the namespace, clearing
+//!    `FD_CLOEXEC` on the fds stage 2 needs, `execveat` of the stage-2 executable (an `O_PATH` fd opened by
+//!    the parent). Meanwhile the parent writes `uid_map`/`gid_map`: rootless, ns uid/gid 0 ↦ the caller's
+//!    uid/gid with `setgroups` denied; as root, ns 0 ↦ 65534/65534 (the worker is never host root), and
+//!    (if requested and delegated) moves the child into its cgroup v2.
 //! 3. Stage 2 is a fresh single-threaded image of the supervisor binary (re-executed through
 //!    [`stage2_main_if_requested`], which the binary must call first thing in `main`). It reads the spec from
 //!    the memfd and, with the namespace-root capabilities of its own user namespace, builds a minimal root
@@ -21,12 +23,19 @@
 //!    capability including the bounding set, re-arms `PR_SET_PDEATHSIG`, reads back what it can, writes the
 //!    [`LayerReport`] into a `CLOEXEC` pipe and `execve`s the target, which becomes pid 1 of the new pid
 //!    namespace (killing it kills every process in the sandbox). A successful exec closes the pipe.
+//!    Stage 2 refuses to run unless it is pid 1 and holds a sealed spec memfd (no accidental use on the host).
+//!
+//! Every layer is read back where the kernel allows (namespace inodes, `lo` down, statvfs flags and size of
+//! the root and the scratch, open-fd scan, getrlimit, `PR_GET_NO_NEW_PRIVS`, Landlock `FullyEnforced`,
+//! capability sets, `PR_GET_PDEATHSIG`); `tests/sandbox.rs` then checks each from inside with a probe.
 //!
 //! ## Security trade-offs (read these)
 //! * **Parent-death signal is per thread**: `PR_SET_PDEATHSIG` fires when the *thread* that spawned the
 //!   sandbox exits, not the process. Spawn from a long-lived thread; [`Spawner`] provides one.
 //! * **Seccomp is not applied here**: the worker installs its own filter after library initialisation (so the
-//!   filter can be tight); the report marks it [`LayerState::Delegated`] until the caller confirms it.
+//!   filter can be tight); the report marks it [`LayerState::Delegated`] until the caller confirms it with
+//!   [`Sandboxed::confirm_seccomp`], which reads the kernel's `Seccomp:`/`Seccomp_filters:` for the pid from
+//!   the supervisor side (the worker's word is not needed). The caller must fail closed if that fails.
 //! * **cgroup v2** limits need a delegated v2 hierarchy with memory, cpu and pids controllers. Without one the
 //!   layer is `NotAvailable` and, by default ([`SandboxSpec::new`] puts it in `allow_weaker`), that is not
 //!   fatal: rlimits (address space, CPU seconds, nproc) remain the resource bound.
