@@ -158,10 +158,19 @@ fn network_only_down_lo_and_host_sees_nothing() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    run_ok(&spec(&["net", &port]));
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("jail-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let unix = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    run_ok(&spec(&["net", &port, &name]));
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("host listener saw something: {other:?}"),
+    }
+    match unix.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("host abstract socket saw something: {other:?}"),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn main() -> i32 {
         "hello" => p.check("hello", true, "alive"),
         "true" => return 0,
         "ids" => ids(&mut p),
-        "net" => net(&mut p, rest[0].parse().expect("port")),
+        "net" => net(&mut p, rest[0].parse().expect("port"), &rest[1]),
         "fs" => fs(&mut p, rest),
         "fds" => fds(&mut p, rest),
         "env" => env(&mut p, rest),
@@ -169,7 +169,16 @@ fn ids(p: &mut P) {
     p.check("cannot change uid", r != 0, format!("r={r}"));
 }
 
-fn net(p: &mut P, port: u16) {
+fn net(p: &mut P, port: u16, abstract_name: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).expect("name");
+    let r = std::os::unix::net::UnixStream::connect_addr(&addr);
+    p.check(
+        "connect to a host abstract unix socket fails",
+        r.is_err(),
+        format!("{:?}", r.map(|_| ())),
+    );
     // SAFETY: if_nameindex/if_freenameindex pair; entries are read before freeing.
     let names = unsafe {
         let list = libc::if_nameindex();
