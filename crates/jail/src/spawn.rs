@@ -514,11 +514,16 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     for m in msgs {
         match m {
             Decoded::ChildExecFailed(errno) => {
+                let hint = if is_root && errno == libc::EACCES {
+                    " (as root the sandbox runs as uid 65534: the stage-2 executable must be executable by others)"
+                } else {
+                    ""
+                };
                 return Err(abort(JailError::Setup(format!(
-                    "exec of stage 2 ({}) failed: {}",
+                    "clone child: setting up or executing stage 2 ({}) failed: {}{hint}",
                     exe_path.display(),
                     io::Error::from_raw_os_error(errno)
-                ))))
+                ))));
             }
             Decoded::Msg(Stage2Msg::Unavailable { layer, cause }) => {
                 return Err(abort(JailError::LayerUnavailable { layer, cause }))

@@ -339,6 +339,35 @@ fn noexec_binds_are_read_only_and_not_executable() {
 }
 
 #[test]
+fn stage2_executable_permissions_explained() {
+    let dir = std::env::temp_dir().join(format!("jail-s2perm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let s2 = dir.join("stage2");
+    let st = std::process::Command::new("cp")
+        .arg(stage2_bin())
+        .arg(&s2)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s2, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut s = spec(&["hello"]);
+    s.stage2_exe = Some(s2);
+    let r = spawn(&s);
+    std::fs::remove_dir_all(&dir).unwrap();
+    if euid() == 0 {
+        match r {
+            Err(JailError::Setup(m)) => assert!(m.contains("executable by others"), "{m}"),
+            other => panic!("expected a Setup error, got {other:?}"),
+        }
+    } else {
+        let sb = r.unwrap_or_else(|e| panic!("owner may execute its own stage 2: {e}"));
+        assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0));
+    }
+}
+
+#[test]
 fn rlimits_enforced() {
     let mut s = spec(&["enforce", "268435456", "12", "65536"]);
     s.limits.address_space = Some(256 << 20);
