@@ -42,10 +42,11 @@ pub fn run(args: InferArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return report_fatal(&args, &e),
     };
-    let model = match ModelBundle::from_dir_checked(
+    let model = match ModelBundle::from_dir_with(
         &args.model,
         &Default::default(),
         &args.firewall.mode(),
+        &args.firewall.integrity(),
     ) {
         Ok(m) => m,
         Err(e) => {

@@ -2,10 +2,12 @@
 //!
 //! This binary is the supervisor: it never links C/C++ model code. It is also re-executed as the jail's
 //! stage 2 (see crates/jail), which is why `main` first hands control to the jail when asked to.
+mod audit;
 mod bench;
 mod exit;
 mod export_cmd;
 mod infer;
+mod inspect;
 mod options;
 mod policy_cmd;
 mod run_cmd;
@@ -27,6 +29,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Run an existing Caffe program (e.g. `caffe time`) in the same sandbox: `run [--ro PATH]… -- CMD ARGS…`.
     Run(run_cmd::RunArgs),
+    /// Show what the model firewall sees: layers, shapes, parameters, memory and FLOP estimates, findings.
+    Inspect(inspect::InspectArgs),
     /// Measure the sandbox against the in-process baseline and against bwrap/crun, in the same run.
     Bench(bench::BenchArgs),
     /// Check or show sandbox policy files (TOML; see docs/policy.md).
@@ -35,6 +39,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// Serve models over the Open Inference Protocol v2 (KServe v2 / Triton HTTP) with pre-warmed sandboxed workers.
     Serve(serve::ServeArgs),
+    /// Run attack probes inside the sandbox and print, per layer, what was tried and what stopped it.
+    Audit(audit::AuditArgs),
 }
 
 fn main() {
@@ -42,14 +48,18 @@ fn main() {
     caffe_sandbox_jail::stage2_main_if_requested();
     // Inside a `run` sandbox this binary is the seccomp launcher: it never returns when asked to be one.
     caffe_sandbox_supervisor::run_tool::launcher_main_if_requested();
+    // Inside an `audit` sandbox this binary is the probe (pid 1 of its pid namespace only): never returns then.
+    caffe_sandbox_supervisor::probe::probe_main_if_requested();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Infer(args) => infer::run(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Export(args) => export_cmd::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     std::process::exit(code);
 }

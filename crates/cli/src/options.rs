@@ -89,9 +89,28 @@ pub struct FirewallArgs {
     /// Accept HDF5-format weights (parsed by libhdf5 inside the worker; not recommended).
     #[arg(long)]
     pub allow_hdf5_weights: bool,
+    /// Require the model directory's manifest.toml to pin the sha256 of the prototxt and the weights.
+    #[arg(long)]
+    pub manifest: bool,
+    /// Require manifest.toml and a valid minisign signature of it (manifest.toml.minisig) by this public key
+    /// (a minisign.pub file or the base64 key itself).
+    #[arg(long, value_name = "KEY")]
+    pub trusted_key: Option<String>,
 }
 
 impl FirewallArgs {
+    /// The integrity requirement these options describe.
+    pub fn integrity(&self) -> caffe_sandbox_supervisor::Integrity {
+        use caffe_sandbox_supervisor::Integrity;
+        match &self.trusted_key {
+            Some(k) => Integrity::Signed {
+                trusted_key: std::fs::read_to_string(k).unwrap_or_else(|_| k.clone()),
+            },
+            None if self.manifest => Integrity::Manifest,
+            None => Integrity::None,
+        }
+    }
+
     /// The firewall mode these options describe.
     pub fn mode(&self) -> FirewallMode {
         if self.firewall == "off" {

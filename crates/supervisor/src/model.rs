@@ -40,6 +40,45 @@ impl Default for FirewallMode {
     }
 }
 
+/// Whether model files must match a signed or unsigned manifest.
+#[derive(Debug, Clone, Default)]
+pub enum Integrity {
+    /// No manifest required.
+    #[default]
+    None,
+    /// `manifest.toml` in the model directory must pin the sha256 of the prototxt and the weights.
+    Manifest,
+    /// As `Manifest`, and `manifest.toml.minisig` must be a valid minisign signature of it by this public key
+    /// (the base64 key line or the text of a `minisign.pub` file).
+    Signed { trusted_key: String },
+}
+
+fn verify_integrity(dir: &Path, integrity: &Integrity, files: &[(&Path, &Vec<u8>)]) -> Result<()> {
+    let key = match integrity {
+        Integrity::None => return Ok(()),
+        Integrity::Manifest => None,
+        Integrity::Signed { trusted_key } => Some(trusted_key.as_str()),
+    };
+    let refuse = |m: String| Error::Firewall(format!("integrity: {m}"));
+    let mpath = dir.join("manifest.toml");
+    let text = read_regular_file(&mpath, 1 << 20)?;
+    if let Some(key) = key {
+        let spath = dir.join("manifest.toml.minisig");
+        let sig = String::from_utf8(read_regular_file(&spath, 1 << 20)?)
+            .map_err(|_| refuse(format!("{}: not UTF-8", spath.display())))?;
+        caffe_sandbox_firewall::integrity::verify_signature(key, &text, &sig)
+            .map_err(|e| refuse(format!("{}: {e}", spath.display())))?;
+    }
+    let text = String::from_utf8(text).map_err(|_| refuse(format!("{}: not UTF-8", mpath.display())))?;
+    let manifest = caffe_sandbox_firewall::integrity::Manifest::from_toml(&text)
+        .map_err(|e| refuse(format!("{}: {e}", mpath.display())))?;
+    for (path, bytes) in files {
+        let name = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned();
+        manifest.verify_bytes(&name, bytes).map_err(|e| refuse(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// The model files, in memory.
 #[derive(Debug, Clone)]
 pub struct ModelBundle {
@@ -76,6 +115,18 @@ impl ModelBundle {
         limits: &ModelFileLimits,
         firewall: &FirewallMode,
     ) -> Result<ModelBundle> {
+        Self::from_dir_with(dir, limits, firewall, &Integrity::None)
+    }
+
+    /// Like [`ModelBundle::from_dir_checked`], and first verifies the bytes read against the directory's
+    /// `manifest.toml` (sha256 per file; with a trusted minisign key, the manifest's signature too). The digests
+    /// are checked on the very bytes that are then checked and sent, so nothing can change in between.
+    pub fn from_dir_with(
+        dir: &Path,
+        limits: &ModelFileLimits,
+        firewall: &FirewallMode,
+        integrity: &Integrity,
+    ) -> Result<ModelBundle> {
         let meta = std::fs::metadata(dir).map_err(|source| Error::File {
             path: dir.to_path_buf(),
             source,
@@ -110,6 +161,7 @@ impl ModelBundle {
         let weights_path = config.weights_path(dir)?;
         let net = read_regular_file(&prototxt_path, limits.max_prototxt_bytes)?;
         let weights = read_regular_file(&weights_path, limits.max_weights_bytes)?;
+        verify_integrity(dir, integrity, &[(&prototxt_path, &net), (&weights_path, &weights)])?;
         let labels = match config.labels_path(dir)? {
             Some(p) => Some(parse_labels(
                 &read_regular_file(&p, limits.max_labels_bytes)?,
