@@ -146,10 +146,18 @@ pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
         }
     };
     // The audit log option goes right after the subcommand (anything after `--` belongs to the program).
-    cmd.arg(args[0])
-        .arg("--audit-log")
-        .arg(&audit)
-        .args(&args[1..]);
+    // Only the commands that start sandboxes keep an audit log.
+    let audited = ["infer", "run", "bench", "serve", "audit"]
+        .iter()
+        .any(|c| args[0] == *c);
+    if audited {
+        cmd.arg(args[0])
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(&args[1..]);
+    } else {
+        cmd.args(args);
+    }
     cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
     // Tests need a writable audit dir for both users.
     set_mode(audit.parent().unwrap(), 0o777);
