@@ -29,7 +29,7 @@ struct RequestInput {
     #[serde(default)]
     parameters: Map<String, Value>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Data>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +84,9 @@ pub fn check(
                 r.name
             )));
         }
+    }
+    let mut req = req;
+    for r in req.inputs.iter_mut() {
         let blob = info
             .inputs
             .iter()
@@ -131,9 +134,9 @@ pub fn check(
                         r.name, limits.max_batch
                     )));
                 }
-                let data = match (raw, &r.data) {
+                let data = match (raw, r.data.take()) {
                     (Some(raw), _) => binary::f32_le(raw, &r.name)?,
-                    (None, Some(v)) => json_f32(v, &r.name, numel)?,
+                    (None, Some(d)) => d.into_numbers(&r.name)?,
                     (None, None) => return Err(no_data(&r.name)),
                 };
                 if data.len() != numel {
@@ -157,7 +160,7 @@ pub fn check(
                         r.name, r.shape
                     )));
                 }
-                let image = match (raw, &r.data) {
+                let image = match (raw, r.data.take()) {
                     (Some(raw), _) => {
                         let items = binary::bytes_elements(raw, &r.name)?;
                         match items.as_slice() {
@@ -172,7 +175,7 @@ pub fn check(
                             }
                         }
                     }
-                    (None, Some(v)) => json_image(v, &r.name)?,
+                    (None, Some(d)) => d.into_image(&r.name)?,
                     (None, None) => return Err(no_data(&r.name)),
                 };
                 if image.len() > limits.max_image_bytes {
@@ -282,52 +285,85 @@ fn numel(shape: &[i64], name: &str) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-/// Flattens (possibly nested) JSON numbers, stopping past `cap` values.
-fn json_f32(v: &Value, name: &str, cap: usize) -> Result<Vec<f32>, ApiError> {
-    let mut out = Vec::with_capacity(cap.min(1 << 24));
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Number(n) => out.push(n.as_f64().unwrap_or(f64::NAN) as f32),
-            Value::Array(items) => stack.extend(items.iter().rev()),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "input '{name}': FP32 data must be numbers"
-                )))
-            }
-        }
-        if out.len() > cap {
-            break;
-        }
-    }
-    Ok(out)
+/// JSON tensor data, flattened while it is parsed: 4 bytes per number, never a `serde_json::Value` tree (whose
+/// nodes would multiply the memory a body of numbers costs).
+#[derive(Default)]
+struct Data {
+    numbers: Vec<f32>,
+    strings: Vec<String>,
 }
 
-/// A BYTES image in JSON: one base64 string (encoded images are not UTF-8 text).
-fn json_image(v: &Value, name: &str) -> Result<Vec<u8>, ApiError> {
-    let mut v = v;
-    while let Value::Array(items) = v {
-        match items.as_slice() {
-            [one] => v = one,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "input '{name}': expected exactly one BYTES element"
-                )))
-            }
-        }
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut data = Data::default();
+        d.deserialize_any(Flatten(&mut data))?;
+        Ok(data)
     }
-    let s = v.as_str().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "input '{name}': BYTES data in JSON must be a base64 string"
-        ))
-    })?;
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|e| {
-            ApiError::bad_request(format!(
-                "input '{name}': BYTES data is not valid base64 ({e})"
-            ))
-        })
+}
+
+struct Flatten<'a>(&'a mut Data);
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("numbers or strings, possibly in nested arrays")
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.numbers.push(v as f32);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.numbers.push(v as f32);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.numbers.push(v as f32);
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.strings.push(v.to_owned());
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Seed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+struct Seed<'a>(&'a mut Data);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(Flatten(self.0))
+    }
+}
+
+impl Data {
+    fn into_numbers(self, name: &str) -> Result<Vec<f32>, ApiError> {
+        if !self.strings.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "input '{name}': FP32 data must be numbers"
+            )));
+        }
+        Ok(self.numbers)
+    }
+
+    /// A BYTES image in JSON: one base64 string (encoded images are not UTF-8 text).
+    fn into_image(self, name: &str) -> Result<Vec<u8>, ApiError> {
+        if !self.numbers.is_empty() || self.strings.len() != 1 {
+            return Err(ApiError::bad_request(format!(
+                "input '{name}': expected exactly one BYTES element, a base64 string"
+            )));
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(self.strings[0].trim())
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "input '{name}': BYTES data is not valid base64 ({e})"
+                ))
+            })
+    }
 }
 
 /// Builds the response JSON and binary part.

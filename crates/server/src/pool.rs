@@ -329,7 +329,9 @@ impl Slot {
         let model = Metrics::model(&self.shared.name);
         loop {
             if live.is_none() {
-                if self.shared.stopping.load(Ordering::SeqCst) && self.rx.is_empty() {
+                if self.shared.stopping.load(Ordering::SeqCst) {
+                    // Draining without a worker: other slots may still serve; whatever is left when they stop
+                    // is answered by Pool::join. Never start workers during shutdown.
                     break;
                 }
                 self.sleep(backoff(failures));
@@ -480,7 +482,7 @@ impl Slot {
                      "info": info, "warm_ms": t.elapsed().as_millis() as u64 }),
         );
         tracing::info!(model = %self.shared.name, version = %self.shared.version, slot = self.index,
-            pid = w.pid(), warm_ms = t.elapsed().as_millis() as u64, layers = %w.layers().to_string().replace('\n', "; "),
+            pid = w.pid(), warm_ms = t.elapsed().as_millis() as u64, layers = %layer_summary(&w),
             "worker warm");
         Ok(w)
     }
@@ -573,6 +575,19 @@ impl Slot {
         }
         None
     }
+}
+
+/// `layer=state` pairs of a worker's isolation layers, for one log line.
+fn layer_summary(w: &Worker) -> String {
+    w.layers()
+        .to_string()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some(format!("{}={}", it.next()?, it.next()?))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Resident memory of a process, from /proc/<pid>/statm.
