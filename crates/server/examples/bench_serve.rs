@@ -214,6 +214,29 @@ fn run_load(
     Ok((lat.len() as f64 / wall, lat))
 }
 
+/// Mean worker compute time (ms) from the server's own histogram.
+fn mean_compute_ms(port: u16) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let value = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+    };
+    let sum = value("caffe_sandbox_compute_duration_seconds_sum{model=\"bench\"}")?;
+    let count = value("caffe_sandbox_compute_duration_seconds_count{model=\"bench\"}")?;
+    (count > 0.0).then(|| 1e3 * sum / count)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("bench_serve: {e}");
@@ -262,10 +285,11 @@ fn run() -> Result<(), String> {
     let mut body = header.clone().into_bytes();
     body.extend_from_slice(&bin);
 
-    println!("| configuration | requests | throughput (req/s) | vs baseline | p50 (ms) | p99 (ms) | p99/p50 |");
-    println!("|---|---|---|---|---|---|---|");
+    let load_before = loadavg();
+    println!("| configuration | requests | throughput (req/s) | vs baseline | p50 (ms) | p99 (ms) | p99/p50 | mean worker compute (ms) |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| in-process loop (caffe-inprocess) | {} | {:.2} | 1.00 | {:.1} | {:.1} | {:.2} |",
+        "| in-process loop (caffe-inprocess) | {} | {:.2} | 1.00 | {:.1} | {:.1} | {:.2} | — |",
         base.len(),
         base_tput,
         percentile(&base, 0.5),
@@ -278,15 +302,24 @@ fn run() -> Result<(), String> {
         let (tput, lat) = run_load(port, &body, header.len(), w, a.requests)?;
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
         println!(
-            "| serve, {w} worker{}, {w} client{} | {} | {tput:.2} | {:.2} | {p50:.1} | {p99:.1} | {:.2} |",
+            "| serve, {w} worker{}, {w} client{} | {} | {tput:.2} | {:.2} | {p50:.1} | {p99:.1} | {:.2} | {} |",
             if w == 1 { "" } else { "s" },
             if w == 1 { "" } else { "s" },
             lat.len(),
             tput / base_tput,
-            p99 / p50
+            p99 / p50,
+            mean_compute_ms(port).map(|m| format!("{m:.1}")).unwrap_or_else(|| "?".into())
         );
         drop(server);
     }
+    println!();
+    println!(
+        "1-minute load average: {load_before} before, {} after ({} CPUs)",
+        loadavg(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
