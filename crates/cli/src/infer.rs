@@ -26,6 +26,8 @@ pub struct InferArgs {
     pub sandbox: SandboxArgs,
     #[command(flatten)]
     pub firewall: FirewallArgs,
+    #[command(flatten)]
+    pub isolation: crate::isolation::IsolationArgs,
 }
 
 /// Largest input file read.
@@ -38,8 +40,13 @@ struct Answer {
 
 pub fn run(args: InferArgs) -> i32 {
     let audit = args.sandbox.audit();
-    let cfg = match args.sandbox.launch_config() {
+    let mut cfg = match args.sandbox.launch_config() {
         Ok(c) => c,
+        Err(e) => return report_fatal(&args, &e),
+    };
+    let mut deadlines = args.sandbox.deadlines();
+    let tier = match args.isolation.prepare(&mut cfg, &mut deadlines) {
+        Ok(t) => t,
         Err(e) => return report_fatal(&args, &e),
     };
     let model = match ModelBundle::from_dir_with(
@@ -57,9 +64,8 @@ pub fn run(args: InferArgs) -> i32 {
             return report_fatal(&args, &e);
         }
     };
-    let deadlines = args.sandbox.deadlines();
     let start = |audit: &caffe_sandbox_supervisor::AuditLog| -> Result<Worker, Error> {
-        let mut w = Worker::start(&cfg, deadlines.clone())?;
+        let mut w = tier.start(&cfg, deadlines.clone())?;
         audit.record(
             "worker_started",
             &json!({ "pid": w.pid(), "layers": w.layers() }),

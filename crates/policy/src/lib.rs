@@ -13,6 +13,7 @@ mod locate;
 pub mod schema;
 
 pub mod export;
+pub mod oci_tier;
 
 use std::collections::BTreeSet;
 use std::fmt;

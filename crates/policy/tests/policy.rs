@@ -123,24 +123,20 @@ fn builtin_files_on_disk_match_the_compiled_in_copies() {
 }
 
 fn dummy_cfg() -> LaunchConfig {
-    LaunchConfig {
-        worker_exe: "/nonexistent/worker".into(),
-        caffe_prefix: "/nonexistent/prefix".into(),
-        allow_weaker: Default::default(),
-        limits: ResourceLimits {
-            address_space_bytes: None,
-            cpu_seconds: None,
-            open_files: None,
-            processes: None,
-            file_size_bytes: None,
-            scratch_bytes: 1,
-        },
-        log_level: 1,
-        seccomp_policy: Some("/x.json".into()),
-        stage2_exe: None,
-        extra_ro_paths: vec!["/stale".into()],
-        extra_env: Vec::new(),
-    }
+    // Through discover(), not a struct literal, so that fields added to LaunchConfig later keep their defaults.
+    std::env::set_var("CAFFE_SANDBOX_WORKER", "/nonexistent/worker");
+    let mut c = LaunchConfig::discover().expect("the Caffe prefix (scripts/setup) is needed by this test");
+    c.limits = ResourceLimits {
+        address_space_bytes: None,
+        cpu_seconds: None,
+        open_files: None,
+        processes: None,
+        file_size_bytes: None,
+        scratch_bytes: 1,
+    };
+    c.seccomp_policy = Some("/x.json".into());
+    c.extra_ro_paths = vec!["/stale".into()];
+    c
 }
 
 #[test]
@@ -167,6 +163,7 @@ fn apply_to_carries_every_value() {
         "builtin:worker means the built-in policy"
     );
     assert_eq!(cfg.caffe_prefix, std::path::PathBuf::from("/opt/caffe"));
+    assert_eq!(cfg.worker_exe, std::path::PathBuf::from("/nonexistent/worker"));
     assert!(cfg.extra_ro_paths.is_empty());
     let weaker: Vec<Layer> = cfg.allow_weaker.iter().copied().collect();
     assert_eq!(

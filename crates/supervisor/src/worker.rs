@@ -117,7 +117,16 @@ pub struct Worker {
 impl Worker {
     /// Spawns a worker in the sandbox described by `cfg` and waits for its `Hello`.
     pub fn start(cfg: &LaunchConfig, deadlines: Deadlines) -> Result<Worker> {
-        let mut launched = launch(cfg)?;
+        Self::start_launched(cfg, deadlines, launch(cfg)?)
+    }
+
+    /// Like [`Worker::start`] for a worker another launcher started (e.g. the OCI-runtime tier in
+    /// crates/policy): waits for `Hello`, takes over the seccomp listener and watches the process.
+    pub fn start_launched(
+        cfg: &LaunchConfig,
+        deadlines: Deadlines,
+        mut launched: crate::launch::Launched,
+    ) -> Result<Worker> {
         let channel = launched.channel.take().expect("launch returns the channel");
         let stderr = launched
             .sandbox
