@@ -646,9 +646,12 @@ pub fn perform(name: &str) -> String {
             rc(r, "open_by_handle_at")
         }
         "setuid_root" => {
+            // Change to a uid other than the current one (0 if not already 0 inside the user namespace).
+            // SAFETY: trivial getter.
+            let target = if unsafe { libc::getuid() } == 0 { 1 } else { 0 };
             // SAFETY: plain syscall (raw, not glibc's all-threads wrapper).
-            let r = unsafe { libc::syscall(libc::SYS_setuid, 0) };
-            rc(r, "setuid(0)")
+            let r = unsafe { libc::syscall(libc::SYS_setuid, target) };
+            rc(r, &format!("setuid({target})"))
         }
         "symlink_in_scratch" => {
             let (a, b) = (cstr("/etc/shadow"), cstr("/scratch/link"));
@@ -872,11 +875,15 @@ pub fn install_worker_filter_from_args() -> Result<Option<(OwnedFd, Vec<u8>)>, S
     Ok(Some((l, inference)))
 }
 
-/// Opens the channel at `--channel-fd` and sends `Hello` (with the listener, if any).
-pub fn channel_and_hello(listener: Option<OwnedFd>) -> Result<WorkerChannel, String> {
+/// Opens the channel at `--channel-fd` (before the filter goes in, like the worker).
+pub fn open_channel() -> Result<WorkerChannel, String> {
     let fd = arg_fd("--channel-fd").unwrap_or(3);
     // SAFETY: the supervisor hands the channel over at this fd number.
-    let ch = WorkerChannel::new(unsafe { OwnedFd::from_raw_fd(fd) }).map_err(|e| e.to_string())?;
+    WorkerChannel::new(unsafe { OwnedFd::from_raw_fd(fd) }).map_err(|e| e.to_string())
+}
+
+/// Sends `Hello` (with the listener, if any), as the worker does.
+pub fn send_hello(ch: &WorkerChannel, listener: Option<OwnedFd>) -> Result<(), String> {
     let hello = FromWorker::Hello {
         protocol_version: PROTOCOL_VERSION,
         worker_pid_in_ns: std::process::id(),
@@ -885,8 +892,7 @@ pub fn channel_and_hello(listener: Option<OwnedFd>) -> Result<WorkerChannel, Str
     };
     let fds: Vec<_> = listener.iter().map(|l| l.as_fd()).collect();
     ch.send(&Message::new(HELLO_REQUEST_ID, hello), &fds)
-        .map_err(|e| e.to_string())?;
-    Ok(ch)
+        .map_err(|e| e.to_string())
 }
 
 fn report(ch: &WorkerChannel, id: u64, name: &str, outcome: &str) {
@@ -904,6 +910,13 @@ fn report(ch: &WorkerChannel, id: u64, name: &str, outcome: &str) {
 }
 
 fn stand_in_worker(name: &str) -> i32 {
+    let ch = match open_channel() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("probe: channel: {e}");
+            return 71;
+        }
+    };
     let (listener, inference) = match install_worker_filter_from_args() {
         Ok(Some((l, i))) => (Some(l), Some(i)),
         Ok(None) => (None, None),
@@ -912,19 +925,18 @@ fn stand_in_worker(name: &str) -> i32 {
             return 72;
         }
     };
-    let ch = match channel_and_hello(listener) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("probe: hello: {e}");
-            return 71;
-        }
-    };
+    if let Err(e) = send_hello(&ch, listener) {
+        eprintln!("probe: hello: {e}");
+        return 71;
+    }
     let after_load = spec(name).map(|s| s.after_load).unwrap_or(false);
     loop {
-        let (msg, _fds) = match ch.recv(None) {
+        let (msg, fds) = match ch.recv(None) {
             Ok(m) => m,
             Err(_) => return 0,
         };
+        // The model memfds are not needed: close them so that they do not count as inherited fds.
+        drop(fds);
         match msg.body {
             ToWorker::Shutdown => return 0,
             ToWorker::LoadModel { .. } if after_load => {
@@ -975,24 +987,28 @@ impl ProbeVerdict {
     }
 }
 
-/// Which layer an errno seen by a probe points at, given the probe's group.
+/// Which layer an errno seen by a probe points at, given the probe.
 fn layer_for_errno(spec: &ProbeSpec, outcome: &str) -> String {
     let has = |s: &str| outcome.contains(s);
-    match spec.group {
-        "network" if has("ENETUNREACH") || has("ECONNREFUSED") => "net-ns".into(),
-        "network" => "net-ns/kernel".into(),
-        "filesystem" | "landlock" if has("ENOENT") => "mount-ns (path absent)".into(),
-        "filesystem" | "landlock" if has("EROFS") => "mount-ns (read-only bind)".into(),
-        "filesystem" | "landlock" if has("EACCES") => "landlock/permissions".into(),
-        "namespaces" if has("ESRCH") => "pid-ns".into(),
-        "namespaces" | "seccomp" if has("EPERM") => "capabilities/user-ns".into(),
-        "limits" if has("EFBIG") => "rlimits (RLIMIT_FSIZE)".into(),
-        "limits" if has("ENOSPC") => "scratch tmpfs size".into(),
-        "limits" if spec.name == "inherited_fds" => "fds-closed".into(),
-        "limits" if spec.name == "capabilities" => "capabilities".into(),
-        "limits" if has("EPERM") => "rlimits (hard limit)".into(),
-        g => format!("{g} (kernel refused)"),
-    }
+    let layer = match spec.name {
+        "inherited_fds" => "fds-closed",
+        "capabilities" => "capabilities",
+        _ if has("ENETUNREACH") || has("ECONNREFUSED") => "net-ns",
+        _ if spec.group == "network" && has("EACCES") => "landlock (network rules)",
+        _ if spec.group == "namespaces" && has("ESRCH") => "pid-ns",
+        _ if has("ENOENT") => "mount-ns (path absent)",
+        _ if has("EROFS") => "mount-ns (read-only bind)",
+        _ if has("EXDEV") => "mount-ns (separate mounts)",
+        _ if has("EACCES") => "landlock/permissions",
+        _ if has("EFBIG") => "rlimits (RLIMIT_FSIZE)",
+        _ if has("ENOSPC") && spec.group == "limits" => "scratch tmpfs size",
+        _ if has("ENOSPC") => "user-ns (nesting limit)",
+        _ if spec.group == "limits" && has("EPERM") => "rlimits (hard limit)",
+        _ if has("EPERM") => "capabilities/user-ns",
+        _ if has("ENOTTY") => "no tty (stderr is a pipe)",
+        _ => "kernel refused",
+    };
+    layer.to_string()
 }
 
 /// Classifies the outcome of one probe run from what the supervisor got back.
