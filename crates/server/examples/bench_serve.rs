@@ -3,14 +3,16 @@
 //!
 //! ```text
 //! cargo run -p caffe-sandbox-server --example bench_serve [--release] -- \
-//!     [--model DIR] [--image FILE] [--requests N] [--workers 1,2]
+//!     [--model DIR] [--image FILE] [--requests N] [--rounds R] [--workers 1,2] [--serve-args "ARGS"]
 //! ```
 //!
 //! Baseline: `caffe-inprocess --model DIR --image FILE --iters N` (decode + preprocess + forward in one process,
 //! no sandbox, no IPC); its mean `steady_forward_ms` gives the baseline throughput. Server: `caffe-sandbox serve`
 //! with W workers on 127.0.0.1, W closed-loop clients (the sustainable rate: every worker busy, no queue), each
 //! POSTing the encoded image as a BYTES input (binary extension; decoded in the worker). Latency is measured
-//! by the client, per request, end to end. Output: a Markdown table on stdout.
+//! by the client, per request, end to end. All configurations run interleaved in R rounds of N/R requests each
+//! (servers started and warmed first), so drifting machine load hits baseline and server alike.
+//! Output: a Markdown table on stdout.
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,10 @@ struct Args {
     image: PathBuf,
     requests: usize,
     workers: Vec<usize>,
+    /// Interleaved measurement rounds.
+    rounds: usize,
+    /// Extra arguments for `caffe-sandbox serve` (e.g. `--allow-weaker seccomp` to measure a layer's cost).
+    serve_args: Vec<String>,
 }
 
 fn repo() -> PathBuf {
@@ -34,6 +40,8 @@ fn parse_args() -> Result<Args, String> {
         image: repo().join(".cache/samples/chelsea.png"),
         requests: 60,
         workers: vec![1, 2],
+        rounds: 3,
+        serve_args: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -48,8 +56,13 @@ fn parse_args() -> Result<Args, String> {
                     .map(|w| w.parse().map_err(|e| format!("--workers: {e}")))
                     .collect::<Result<_, _>>()?
             }
+            "--rounds" => a.rounds = v()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--serve-args" => a.serve_args = v()?.split_whitespace().map(str::to_string).collect(),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if !(1..=100).contains(&a.rounds) {
+        return Err("--rounds must be 1..=100".into());
     }
     if !(1..=10_000).contains(&a.requests) {
         return Err("--requests must be 1..=10000".into());
@@ -147,6 +160,7 @@ fn start_server(a: &Args, workers: usize, dir: &Path) -> Result<(Served, u16), S
         .arg(&port_file)
         .arg("--audit-log")
         .arg(dir.join("audit.jsonl"))
+        .args(&a.serve_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -209,9 +223,32 @@ fn run_load(
     for th in threads {
         lat.extend(th.join().map_err(|_| "client thread panicked")??);
     }
-    let wall = t.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    Ok((lat.len() as f64 / wall, lat))
+    Ok((t.elapsed().as_secs_f64(), lat))
+}
+
+/// `n` steady iterations of the in-process loop, in ms.
+fn baseline(a: &Args, n: usize) -> Result<Vec<f64>, String> {
+    let out = Command::new(binary("caffe-inprocess")?)
+        .arg("--model")
+        .arg(&a.model)
+        .arg("--image")
+        .arg(&a.image)
+        .args(["--iters", &n.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "caffe-inprocess failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(v["steady_forward_ms"]
+        .as_array()
+        .ok_or("no steady_forward_ms")?
+        .iter()
+        .filter_map(|x| x.as_f64())
+        .collect())
 }
 
 /// Mean worker compute time (ms) from the server's own histogram.
@@ -250,31 +287,6 @@ fn run() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("cs-bench-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
-    // Baseline: the in-process loop.
-    let out = Command::new(binary("caffe-inprocess")?)
-        .arg("--model")
-        .arg(&a.model)
-        .arg("--image")
-        .arg(&a.image)
-        .args(["--iters", &a.requests.to_string()])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "caffe-inprocess failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let mut base: Vec<f64> = v["steady_forward_ms"]
-        .as_array()
-        .ok_or("no steady_forward_ms")?
-        .iter()
-        .filter_map(|x| x.as_f64())
-        .collect();
-    base.sort_by(f64::total_cmp);
-    let base_tput = 1000.0 * base.len() as f64 / base.iter().sum::<f64>();
-
     let mut bin = (image.len() as u32).to_le_bytes().to_vec();
     bin.extend_from_slice(&image);
     let header = serde_json::json!({
@@ -286,6 +298,26 @@ fn run() -> Result<(), String> {
     body.extend_from_slice(&bin);
 
     let load_before = loadavg();
+    // Every configuration is measured in the same rounds, interleaved, so that drifting machine load affects
+    // the baseline and the server alike.
+    let mut servers = Vec::new();
+    for &w in &a.workers {
+        let (server, port) = start_server(&a, w, &dir)?;
+        run_load(port, &body, header.len(), w, 2 * w)?; // warm the HTTP path and every worker
+        servers.push((w, server, port, 0.0f64, Vec::new()));
+    }
+    let mut base: Vec<f64> = Vec::new();
+    let chunk = a.requests.div_ceil(a.rounds);
+    for _ in 0..a.rounds {
+        base.extend(baseline(&a, chunk)?);
+        for (w, _, port, wall, lat) in servers.iter_mut() {
+            let (t, l) = run_load(*port, &body, header.len(), *w, chunk)?;
+            *wall += t;
+            lat.extend(l);
+        }
+    }
+    base.sort_by(f64::total_cmp);
+    let base_tput = 1000.0 * base.len() as f64 / base.iter().sum::<f64>();
     println!("| configuration | requests | throughput (req/s) | vs baseline | p50 (ms) | p99 (ms) | p99/p50 | mean worker compute (ms) |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -296,10 +328,9 @@ fn run() -> Result<(), String> {
         percentile(&base, 0.99),
         percentile(&base, 0.99) / percentile(&base, 0.5)
     );
-    for &w in &a.workers {
-        let (server, port) = start_server(&a, w, &dir)?;
-        run_load(port, &body, header.len(), w, 2 * w)?; // warm the HTTP path and every worker
-        let (tput, lat) = run_load(port, &body, header.len(), w, a.requests)?;
+    for (w, server, port, wall, mut lat) in servers {
+        lat.sort_by(f64::total_cmp);
+        let tput = lat.len() as f64 / wall;
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
         println!(
             "| serve, {w} worker{}, {w} client{} | {} | {tput:.2} | {:.2} | {p50:.1} | {p99:.1} | {:.2} | {} |",
