@@ -16,14 +16,21 @@
 //!   the runtime (parent-death signal), which tears down that namespace and the container nested in it.
 //! * Runtimes report a container killed by signal N as exit code 128+N.
 //!
+//! ## Rootless
+//! The wrapper is `unshare --user --map-root-user --pid --fork --kill-child --mount --mount-proc`: the caller
+//! becomes uid 0 of a user namespace that owns the pid and mount namespaces, the runtime runs in its rootless
+//! mode inside it, and the bundle maps the container's uid 0 to that namespace's uid 0 (= the caller).
+//!
 //! ## The hybrid-cgroup quirk (cgroup v1 controllers, a v2 hierarchy holding only `hugetlb`)
 //! * crun refuses such hosts outright ("cgroups in hybrid mode not supported, drop all controllers from
-//!   cgroupv2"). As root, the runtime's private mount namespace gets `/sys/fs/cgroup/unified` unmounted, so crun
-//!   sees a pure v1 host and applies memory/cpu/pids through cgroupfs (`--cgroup-manager=cgroupfs`). Rootless,
-//!   crun runs with `--cgroup-manager=disabled` and the bundle carries no `linux.resources`.
-//! * runc handles hybrid hosts with its cgroupfs driver as root. Rootless runc on cgroup v1 cannot apply limits;
-//!   the bundle then carries no resources. runc also refuses to start without a `/proc` in the container, so
-//!   runc bundles get a private read-only proc (masked and read-only paths as usual).
+//!   cgroupv2"), even with `--cgroup-manager=disabled`. As root, the runtime's private mount namespace gets
+//!   `/sys/fs/cgroup/unified` unmounted, so crun sees a pure v1 host and applies memory/cpu/pids through
+//!   cgroupfs (`--cgroup-manager=cgroupfs`). Rootless, that mount is locked (inherited from a more privileged
+//!   namespace) and is covered with an empty read-only tmpfs instead; crun runs with
+//!   `--cgroup-manager=disabled` and the bundle carries no `linux.resources`.
+//! * runc handles hybrid hosts with its cgroupfs driver as root. Rootless runc on cgroup v1 cannot apply
+//!   limits; the bundle then carries no resources. runc also refuses to start without a `/proc` in the
+//!   container, so runc bundles get a private read-only proc (masked and read-only paths as usual).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -125,12 +132,10 @@ impl OciRunner {
         let base = if euid() == 0 {
             PathBuf::from("/run/caffe-sandbox")
         } else {
-            std::env::var_os("XDG_RUNTIME_DIR")
-                .map(|d| PathBuf::from(d).join("caffe-sandbox"))
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                        .join(".cache/caffe-sandbox/run")
-                })
+            match std::env::var_os("XDG_RUNTIME_DIR") {
+                Some(d) => PathBuf::from(d).join("caffe-sandbox"),
+                None => std::env::temp_dir().join(format!("caffe-sandbox-oci-{}", euid())),
+            }
         };
         Ok(OciRunner {
             runtime,
@@ -141,10 +146,16 @@ impl OciRunner {
         })
     }
 
-    /// The bundle options for this runtime on this host.
+    /// The bundle options for this runtime on this host. Rootless, the runtime runs as uid 0 of a user
+    /// namespace that maps it to the caller, so the container's uid 0 maps to that namespace's uid 0.
     pub fn options(&self) -> OciOptions {
         let mut o = OciOptions::for_caller();
         o.runc = self.runtime == Runtime::Runc;
+        if euid() != 0 {
+            o.host_uid = 0;
+            o.host_gid = 0;
+            o.cgroup_resources = false;
+        }
         o
     }
 
@@ -175,6 +186,11 @@ impl OciRunner {
         rt.push(format!("--bundle={}", bundle.display()));
         rt.push(id.to_string());
         let mut cmd = Command::new(&self.unshare);
+        if !root {
+            // Rootless: a user namespace mapping the caller to uid 0 gives the wrapper the right to create the
+            // pid and mount namespaces; the runtime then runs in its rootless mode inside it.
+            cmd.args(["--user", "--map-root-user"]);
+        }
         // A procfs of the new pid namespace (the runtime writes /proc/PID/{uid,gid}_map by its own pids),
         // in a private mount namespace.
         cmd.args([
@@ -185,9 +201,16 @@ impl OciRunner {
             "--propagation=private",
             "--mount-proc",
         ]);
-        if root && self.runtime == Runtime::Crun && hybrid_with_v2_controllers() {
+        if self.runtime == Runtime::Crun && hybrid_with_v2_controllers() {
             cmd.args(["--", "/bin/sh", "-c"]);
-            cmd.arg("umount /sys/fs/cgroup/unified && exec \"$@\"");
+            // Root: unmount the v2 hierarchy so crun sees (and uses) the v1 controllers. Rootless the mount is
+            // locked (it was inherited from a more privileged namespace) and cannot be unmounted, but it can be
+            // covered with an empty tmpfs; crun then runs without cgroups.
+            cmd.arg(if root {
+                "umount /sys/fs/cgroup/unified && exec \"$@\""
+            } else {
+                "mount -t tmpfs -o ro,nosuid,nodev,noexec none /sys/fs/cgroup/unified && exec \"$@\""
+            });
             cmd.arg("sh");
         } else {
             cmd.arg("--");
@@ -195,6 +218,45 @@ impl OciRunner {
         cmd.args(&rt);
         cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         cmd
+    }
+
+    /// Removes what containers of dead supervisors left behind: bundles, runtime state and (v1) cgroups of
+    /// ids `caffe-sandbox-PID-N` whose PID is gone. A supervisor's containers die with it (parent-death
+    /// signal on the runtime), but a SIGKILLed runtime cannot clean up after itself.
+    pub fn clean_stale(&self) {
+        let dead = |name: &str| -> bool {
+            name.strip_prefix("caffe-sandbox-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
+        };
+        for dir in [&self.bundles, &self.state_root] {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if dead(&e.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if euid() == 0 {
+            for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for e in std::fs::read_dir(ctrl.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if dead(&e.file_name().to_string_lossy()) {
+                        // Only succeeds for empty cgroups.
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+        }
     }
 
     /// Writes a bundle for `config_json` and returns its directory (rootfs owned by the container's root).
@@ -205,6 +267,7 @@ impl OciRunner {
         host_uid: u32,
         host_gid: u32,
     ) -> Result<PathBuf, String> {
+        self.clean_stale();
         let dir = self.bundles.join(id);
         let rootfs = dir.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
@@ -305,7 +368,14 @@ pub fn layer_report(runner: &OciRunner, policy: &SandboxPolicy, o: &OciOptions) 
     let by = |what: &str| LayerState::enforced(format!("{rt} (OCI): {what}"));
     l.set(
         Layer::UserNs,
-        by(&format!("container uid 0 = host {}", o.host_uid)),
+        by(&if euid() == 0 {
+            format!("container uid 0 = host {}", o.host_uid)
+        } else {
+            format!(
+                "container uid 0 = the caller (uid {}) through the wrapper's user namespace",
+                euid()
+            )
+        }),
     );
     for (layer, what) in [
         (
@@ -406,9 +476,6 @@ pub fn launch_worker(
         )));
     }
     let mut o = runner.options();
-    if o.cgroup_resources && runner.runtime == Runtime::Runc && euid() != 0 {
-        o.cgroup_resources = false;
-    }
     let w = Workload::worker(policy, &cfg.worker_exe, &cfg.caffe_prefix, cfg.log_level)
         .map_err(&sandbox_err)?;
     if runner.runtime == Runtime::Crun {
