@@ -4,15 +4,18 @@
 //! stage 2 (see crates/jail), which is why `main` first hands control to the jail when asked to.
 mod audit;
 mod bench;
+mod calibrate;
 mod exit;
 mod export_cmd;
 mod infer;
-mod isolation;
 mod inspect;
+mod isolation;
 mod options;
 mod policy_cmd;
+mod profile;
 mod run_cmd;
 mod serve;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +45,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run attack probes inside the sandbox and print, per layer, what was tried and what stopped it.
     Audit(audit::AuditArgs),
+    /// Trace the real workload in the sandbox: minimal seccomp policy and a diff against the shipped one.
+    Profile(profile::ProfileArgs),
+    /// Measure a model's memory, CPU, threads and scratch in the sandbox and write limits into its policy.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 fn main() {
@@ -61,6 +68,8 @@ fn main() {
         Command::Export(args) => export_cmd::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     std::process::exit(code);
 }

@@ -33,6 +33,8 @@ pub mod memfd;
 #[cfg(feature = "compile")]
 pub mod monitor;
 #[cfg(feature = "compile")]
+pub mod phased;
+#[cfg(feature = "compile")]
 pub mod policy;
 #[cfg(feature = "compile")]
 pub mod profile;
@@ -49,9 +51,13 @@ pub use monitor::{
     GateEvent, Monitor, MonitorOptions, MonitorReport, Phase, Violation, SIGSYS_CAUSE,
 };
 #[cfg(feature = "compile")]
+pub use phased::{PhasedDiff, PhasedProfile};
+#[cfg(feature = "compile")]
 pub use policy::{Action, Policy, PolicyError, ResolvedPolicy, Vars, Verdict};
 #[cfg(feature = "compile")]
-pub use profile::{profile_from_strace, ProfileDiff, ProfiledSyscalls};
+pub use profile::{
+    profile_from_strace, split_strace_at, strace_timestamp, ProfileDiff, ProfiledSyscalls,
+};
 
 /// Everything the supervisor needs for one worker: the resolved policy (for
 /// the [`Monitor`]), the compiled programs, and the sealed memfd holding them

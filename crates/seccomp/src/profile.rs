@@ -31,6 +31,8 @@ pub struct ProfiledSyscalls {
     pub anonymous_exec_mappings: u64,
     /// Lines that looked like syscalls but could not be parsed.
     pub unparsed_lines: u64,
+    /// Files touched: path → `"<syscall> <outcome>"` (`ok`, or the errno name).
+    pub files: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Splits `a, {b, c}, "d,e"` at top-level commas.
@@ -156,8 +158,71 @@ pub fn profile_from_strace(output: &str) -> ProfiledSyscalls {
         *p.counts.entry(name.to_string()).or_insert(0) += 1;
         let args = split_args(arg_text(&s[name_len + 1..]));
         p.record_facts(name, &args);
+        p.record_file(name, &args, outcome(s));
     }
     p
+}
+
+/// `ok`, the errno name of a failed call, or `?` for an unfinished one.
+fn outcome(line: &str) -> &str {
+    if line.contains(" <unfinished ...>") {
+        return "?";
+    }
+    match line.rsplit_once(") = ") {
+        Some((_, r)) if r.trim_start().starts_with('-') => {
+            r.split_whitespace().nth(1).unwrap_or("?")
+        }
+        Some(_) => "ok",
+        None => "?",
+    }
+}
+
+/// Index of the path argument of the syscalls that name files.
+fn path_arg(name: &str) -> Option<usize> {
+    match name {
+        "open" | "stat" | "lstat" | "access" | "readlink" | "execve" | "statfs" | "truncate"
+        | "chdir" | "creat" | "mkdir" | "rmdir" | "unlink" | "chmod" | "chown" | "uselib" => {
+            Some(0)
+        }
+        "openat" | "openat2" | "newfstatat" | "faccessat" | "faccessat2" | "readlinkat"
+        | "statx" | "execveat" | "mkdirat" | "unlinkat" | "fchmodat" | "fchownat" => Some(1),
+        _ => None,
+    }
+}
+
+/// The `-ttt` timestamp of an strace line (seconds since the epoch), after the optional pid prefix.
+pub fn strace_timestamp(line: &str) -> Option<f64> {
+    let mut s = line.trim_start();
+    if let Some(r) = s.strip_prefix("[pid") {
+        s = r.split_once(']')?.1.trim_start();
+    } else {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && s[digits..].starts_with(' ') {
+            s = s[digits..].trim_start();
+        }
+    }
+    let tok = s.split_whitespace().next()?;
+    if tok.contains('.') && tok.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        tok.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Splits `strace -ttt` output at `boundary` (seconds since the epoch): lines stamped at or before it, and the
+/// rest. A line without a timestamp stays with the line before it.
+pub fn split_strace_at(text: &str, boundary: f64) -> (String, String) {
+    let (mut before, mut after) = (String::new(), String::new());
+    let mut late = false;
+    for line in text.lines() {
+        if let Some(t) = strace_timestamp(line) {
+            late = t > boundary;
+        }
+        let out = if late { &mut after } else { &mut before };
+        out.push_str(line);
+        out.push('\n');
+    }
+    (before, after)
 }
 
 impl ProfiledSyscalls {
@@ -225,11 +290,61 @@ impl ProfiledSyscalls {
                 self.fact("openat.flags", arg(2));
                 set.push((2, arg(2).to_string()));
             }
+            "memfd_create" => {
+                self.fact("memfd_create.flags", arg(1));
+                set.push((1, arg(1).to_string()));
+            }
             _ => {}
+        }
+        if name == "getsockopt" {
+            // Level (already recorded) and option name.
+            self.fact("getsockopt.optname", arg(2));
+            set.push((2, arg(2).to_string()));
         }
         if !set.is_empty() {
             self.arg_sets.insert((name.to_string(), set));
         }
+    }
+
+    fn record_file(&mut self, name: &str, args: &[String], outcome: &str) {
+        let Some(i) = path_arg(name) else { return };
+        let Some(path) = args
+            .get(i)
+            .and_then(|a| a.strip_prefix('"'))
+            .and_then(|a| a.strip_suffix('"'))
+        else {
+            return;
+        };
+        if path.is_empty() {
+            return;
+        }
+        self.files
+            .entry(path.to_string())
+            .or_default()
+            .insert(format!("{name} {outcome}"));
+    }
+
+    /// Adds another profile (e.g. a further run) to this one.
+    pub fn merge(&mut self, other: &ProfiledSyscalls) {
+        for (k, v) in &other.counts {
+            *self.counts.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &other.facts {
+            self.facts
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        self.arg_sets.extend(other.arg_sets.iter().cloned());
+        for (k, v) in &other.files {
+            self.files
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        self.exec_mappings += other.exec_mappings;
+        self.anonymous_exec_mappings += other.anonymous_exec_mappings;
+        self.unparsed_lines += other.unparsed_lines;
     }
 
     /// Observed syscall names.
@@ -372,7 +487,7 @@ impl ProfiledSyscalls {
 
 /// Resolves strace's symbolic `A|B|C` (or a number) to a value; `None` if a
 /// name is unknown to [`consts`].
-fn symbolic(v: &str) -> Option<u64> {
+pub(crate) fn symbolic(v: &str) -> Option<u64> {
     let v = v.trim();
     if v == "NULL" {
         return Some(0);
@@ -432,7 +547,7 @@ fn check_args(policy: &ResolvedPolicy, name: &str, set: &[(u8, String)]) -> Opti
     }
 }
 
-fn describe(set: &[(u8, String)]) -> String {
+pub(crate) fn describe(set: &[(u8, String)]) -> String {
     set.iter()
         .map(|(i, v)| format!("arg{i}={v}"))
         .collect::<Vec<_>>()
