@@ -139,3 +139,55 @@ fn policy_check_points_at_the_field_and_export_writes_every_format() {
         .is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn infer_applies_a_policy_file_natively() {
+    let dir = tmpdir("policy-infer");
+    let toml = std::fs::read_to_string(repo().join("policies/inference.toml"))
+        .unwrap()
+        .replace("address_space = \"2GiB\"", "address_space = \"1536MiB\"")
+        .replace("open_files = 64", "open_files = 48");
+    let p = dir.join("p.toml");
+    std::fs::write(&p, toml).unwrap();
+    set_mode(&p, 0o644);
+    let model = open_nsfw();
+    let img = sample("chelsea.png");
+    let o = run(
+        As::Invoker,
+        &[
+            "infer".as_ref(),
+            "--json".as_ref(),
+            "--policy".as_ref(),
+            p.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            img.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let layers = json(&o)["layers"].to_string();
+    assert!(
+        layers.contains(&format!("as={}", 1536u64 << 20)) && layers.contains("nofile=48"),
+        "{layers}"
+    );
+    // A policy error stops the command before anything starts, pointing at the field.
+    std::fs::write(&p, "schema = \"caffe-sandbox-policy/1\"\n").unwrap();
+    let o = run(
+        As::Invoker,
+        &[
+            "infer".as_ref(),
+            "--policy".as_ref(),
+            p.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+            img.as_os_str(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing field `name`"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -240,6 +240,34 @@ fn killing_the_runtime_process_takes_the_container_down() {
     };
     let all = descendants(launched.sandbox.pid);
     assert!(all.contains(&worker));
+    // crun applied the policy's cgroup limits through the v1 controllers (hybrid host, root).
+    let cg = std::fs::read_to_string(format!("/proc/{worker}/cgroup")).unwrap();
+    let path_of = |ctrl: &str| {
+        cg.lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                ctrls
+                    .split(',')
+                    .any(|c| c == ctrl)
+                    .then(|| path.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {ctrl} cgroup in {cg}"))
+    };
+    let read = |ctrl: &str, file: &str| {
+        let p = format!("/sys/fs/cgroup/{ctrl}{}/{file}", path_of(ctrl));
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert!(path_of("memory").contains("caffe-sandbox-"), "{cg}");
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (2u64 << 30).to_string()
+    );
+    assert_eq!(read("pids", "pids.max"), "256");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "200000");
     launched.sandbox.kill().unwrap();
     launched.sandbox.wait().unwrap();
     let t1 = Instant::now();
