@@ -125,7 +125,8 @@ fn builtin_files_on_disk_match_the_compiled_in_copies() {
 fn dummy_cfg() -> LaunchConfig {
     // Through discover(), not a struct literal, so that fields added to LaunchConfig later keep their defaults.
     std::env::set_var("CAFFE_SANDBOX_WORKER", "/nonexistent/worker");
-    let mut c = LaunchConfig::discover().expect("the Caffe prefix (scripts/setup) is needed by this test");
+    let mut c =
+        LaunchConfig::discover().expect("the Caffe prefix (scripts/setup) is needed by this test");
     c.limits = ResourceLimits {
         address_space_bytes: None,
         cpu_seconds: None,
@@ -163,7 +164,10 @@ fn apply_to_carries_every_value() {
         "builtin:worker means the built-in policy"
     );
     assert_eq!(cfg.caffe_prefix, std::path::PathBuf::from("/opt/caffe"));
-    assert_eq!(cfg.worker_exe, std::path::PathBuf::from("/nonexistent/worker"));
+    assert_eq!(
+        cfg.worker_exe,
+        std::path::PathBuf::from("/nonexistent/worker")
+    );
     assert!(cfg.extra_ro_paths.is_empty());
     let weaker: Vec<Layer> = cfg.allow_weaker.iter().copied().collect();
     assert_eq!(
