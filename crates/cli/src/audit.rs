@@ -142,6 +142,18 @@ struct Row {
 
 pub fn run(args: AuditArgs) -> i32 {
     let audit_log = args.sandbox.audit();
+    // The probes run in this very binary, started as the sandbox's worker: the Caffe worker need not exist.
+    let me = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("caffe-sandbox: error: current executable: {e}");
+            return crate::exit::SETUP;
+        }
+    };
+    if std::env::var_os("CAFFE_SANDBOX_WORKER").is_none() {
+        // Single-threaded here: no other thread reads the environment yet.
+        std::env::set_var("CAFFE_SANDBOX_WORKER", &me);
+    }
     let mut cfg = match args.sandbox.launch_config() {
         Ok(c) => c,
         Err(e) => {
@@ -149,14 +161,7 @@ pub fn run(args: AuditArgs) -> i32 {
             return crate::exit::code_for(&e);
         }
     };
-    // The probes run in this very binary, started as the sandbox's worker.
-    cfg.worker_exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("caffe-sandbox: error: current executable: {e}");
-            return crate::exit::SETUP;
-        }
-    };
+    cfg.worker_exe = me;
     cfg.seccomp_policy = args.seccomp_policy.clone();
     let facts = caffe_sandbox_jail::host_facts();
     let mut watch = match Watch::new() {

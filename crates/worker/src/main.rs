@@ -262,6 +262,11 @@ fn blob_info(net: &Net, name: &str) -> Result<BlobInfo, WorkerError> {
                 format!("blob '{name}' has an empty or huge dim"),
             )
         })?;
+    // A blob the protocol cannot carry (e.g. a 40000x40000 Input) is the model's fault: say so, rather than
+    // failing to encode `Loaded` and exiting without an answer.
+    caffe_sandbox_protocol::Limits::default()
+        .check_shape(name, &dims)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::BadModel, e.to_string()))?;
     Ok(BlobInfo {
         name: name.to_string(),
         dims,

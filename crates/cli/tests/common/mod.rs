@@ -164,6 +164,29 @@ pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
     cmd.output().expect("run caffe-sandbox")
 }
 
+/// Like `run` for a command that keeps an audit log (infer, run, …), and also returns the audit log's text.
+pub fn run_with_audit(who: As, args: &[&std::ffi::OsStr]) -> (Output, String) {
+    let audit = tmpdir("audit").join("audit.jsonl");
+    set_mode(audit.parent().unwrap(), 0o777);
+    let mut cmd = match who {
+        As::Invoker => Command::new(bin()),
+        As::Unprivileged => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(bin());
+            c
+        }
+    };
+    cmd.arg(args[0])
+        .arg("--audit-log")
+        .arg(&audit)
+        .args(&args[1..]);
+    cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
+    let out = cmd.output().expect("run caffe-sandbox");
+    let log = std::fs::read_to_string(&audit).unwrap_or_default();
+    (out, log)
+}
+
 /// Convenience: `run` with string arguments.
 pub fn run_s(who: As, args: &[&str]) -> Output {
     let v: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
