@@ -22,6 +22,10 @@ pub struct AuditArgs {
     /// Only run probes whose name contains this text (repeatable).
     #[arg(long = "only", value_name = "TEXT")]
     pub only: Vec<String>,
+    /// A sandbox policy (`builtin:NAME` or a TOML file, see docs/policy.md) to audit instead of the defaults;
+    /// `--allow-weaker` and `--seccomp-policy` given here apply on top of it.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<String>,
     /// A seccomp policy file to audit instead of the built-in worker policy.
     #[arg(long, value_name = "FILE")]
     pub seccomp_policy: Option<PathBuf>,
@@ -161,8 +165,20 @@ pub fn run(args: AuditArgs) -> i32 {
             return crate::exit::code_for(&e);
         }
     };
+    if let Some(spec) = &args.policy {
+        let cli_weaker = cfg.allow_weaker.clone();
+        let applied =
+            caffe_sandbox_policy::SandboxPolicy::load_spec(spec).and_then(|p| p.apply_to(&mut cfg));
+        if let Err(e) = applied {
+            eprintln!("caffe-sandbox audit: policy {spec}: {e}");
+            return crate::exit::SANDBOX;
+        }
+        cfg.allow_weaker.extend(cli_weaker);
+    }
     cfg.worker_exe = me;
-    cfg.seccomp_policy = args.seccomp_policy.clone();
+    if args.seccomp_policy.is_some() {
+        cfg.seccomp_policy = args.seccomp_policy.clone();
+    }
     let facts = caffe_sandbox_jail::host_facts();
     let mut watch = match Watch::new() {
         Ok(w) => w,

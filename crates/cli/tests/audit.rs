@@ -85,3 +85,17 @@ fn audit_fails_and_says_what_got_through_when_seccomp_is_disabled() {
     assert_eq!(v["passed"], false);
     assert_eq!(v["allow_weaker"][0], "seccomp", "{v:#}");
 }
+
+#[test]
+fn audit_runs_against_a_sandbox_policy() {
+    let out = run_s(As::Invoker, &["audit", "--policy", "builtin:inference"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("audit passed"),
+        "{}",
+        text(&out)
+    );
+    // A run-tool policy cannot describe a worker: refused, not silently replaced by the defaults.
+    let out = run_s(As::Invoker, &["audit", "--policy", "builtin:run-tool"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+}
