@@ -191,3 +191,53 @@ fn infer_applies_a_policy_file_natively() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hostile_hdf5_output_is_a_seccomp_violation_under_crun_and_runc() {
+    // An HDF5Output layer writes a file at load. Natively the worker's listener names the write open; under
+    // the OCI tier the runtime's static envelope kills it first (kill beats notify): the supervisor still
+    // reports a seccomp violation (death by SIGSYS), the syscall name is unavailable, and no file appears.
+    let target = tmpdir("oci-hdf5").join("out.h5");
+    set_mode(target.parent().unwrap(), 0o777);
+    let prototxt = format!(
+        "layer {{ name: \"in\" type: \"Input\" top: \"data\" top: \"label\" input_param {{ shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }} shape {{ dim: 1 }} }} }}\n\
+         layer {{ name: \"o\" type: \"HDF5Output\" bottom: \"data\" bottom: \"label\" hdf5_output_param {{ file_name: \"{}\" }} }}\n",
+        target.display()
+    );
+    let dir = model_dir("oci-hdf5", &prototxt, b"");
+    let img = sample("chelsea.png");
+    for who in both() {
+        for rt in ["crun", "runc"] {
+            let o = run(
+                who,
+                &[
+                    "infer".as_ref(),
+                    "--json".as_ref(),
+                    "--firewall".as_ref(),
+                    "off".as_ref(),
+                    "--isolation".as_ref(),
+                    "oci".as_ref(),
+                    "--runtime".as_ref(),
+                    rt.as_ref(),
+                    "--allow-weaker".as_ref(),
+                    "landlock".as_ref(),
+                    "--model".as_ref(),
+                    dir.as_os_str(),
+                    img.as_os_str(),
+                ],
+            );
+            let v = json(&o);
+            let e = if v["error"].is_object() {
+                v["error"].clone()
+            } else {
+                v["results"][0]["error"].clone()
+            };
+            assert_eq!(e["kind"], "seccomp_violation", "{who:?} {rt}: {}", text(&o));
+            assert!(
+                !target.exists(),
+                "{who:?} {rt}: {} was written",
+                target.display()
+            );
+        }
+    }
+}

@@ -112,6 +112,8 @@ pub struct OciRunner {
     pub binary: PathBuf,
     /// `unshare` from util-linux (pid namespace around the runtime).
     pub unshare: PathBuf,
+    /// `setpriv` from util-linux (parent-death signal for `unshare`).
+    pub setpriv: PathBuf,
     /// `--root` state directory of the runtime.
     pub state_root: PathBuf,
     /// Where bundles are written.
@@ -129,6 +131,7 @@ impl OciRunner {
             )
         })?;
         let unshare = which("unshare").ok_or("unshare (util-linux) not found on PATH")?;
+        let setpriv = which("setpriv").ok_or("setpriv (util-linux) not found on PATH")?;
         let base = if euid() == 0 {
             PathBuf::from("/run/caffe-sandbox")
         } else {
@@ -141,6 +144,7 @@ impl OciRunner {
             runtime,
             binary,
             unshare,
+            setpriv,
             state_root: base.join(runtime.name()),
             bundles: base.join("bundles"),
         })
@@ -185,7 +189,14 @@ impl OciRunner {
         }
         rt.push(format!("--bundle={}", bundle.display()));
         rt.push(id.to_string());
-        let mut cmd = Command::new(&self.unshare);
+        let mut cmd = Command::new("/bin/sh");
+        // Outer shell (our child): turns the runtime's "killed by signal N" exit code 128+N back into a death by
+        // signal N, so the supervisor classifies it exactly as in the native tier (SIGSYS: seccomp). Its own
+        // core dumps are off; `setpriv --pdeathsig KILL` makes `unshare` die with it.
+        cmd.args(["-c", OUTER_SH, "sh"]);
+        cmd.arg(&self.setpriv)
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.unshare);
         if !root {
             // Rootless: a user namespace mapping the caller to uid 0 gives the wrapper the right to create the
             // pid and mount namespaces; the runtime then runs in its rootless mode inside it.
@@ -284,6 +295,11 @@ impl OciRunner {
         Ok(dir)
     }
 }
+
+/// The outer shell of [`OciRunner::command`].
+const OUTER_SH: &str =
+    "ulimit -c 0; \"$@\"; rc=$?; if [ \"$rc\" -gt 128 ] && [ \"$rc\" -le 192 ]; then \
+                        kill -$((rc - 128)) $$; fi; exit \"$rc\"";
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
