@@ -9,6 +9,7 @@
 //! | `caffe_sandbox_sandbox_violations_total` | counter | `model`, `syscall` |
 //! | `caffe_sandbox_ready_workers` | gauge | `model` |
 //! | `caffe_sandbox_queue_depth` | gauge | `model` |
+//! | `caffe_sandbox_busy_workers` | gauge | `model` |
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,6 +57,7 @@ pub struct Metrics {
     pub violations: Family<SyscallLabels, Counter>,
     pub ready_workers: Family<ModelLabel, Gauge>,
     pub queue_depth: Family<ModelLabel, Gauge>,
+    pub busy_workers: Family<ModelLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Metrics {
         let violations = Family::<SyscallLabels, Counter>::default();
         let ready_workers = Family::<ModelLabel, Gauge>::default();
         let queue_depth = Family::<ModelLabel, Gauge>::default();
+        let busy_workers = Family::<ModelLabel, Gauge>::default();
         registry.register(
             "requests",
             "Inference requests by outcome",
@@ -115,6 +118,11 @@ impl Metrics {
             "Requests waiting for a worker",
             queue_depth.clone(),
         );
+        registry.register(
+            "busy_workers",
+            "Workers computing a request",
+            busy_workers.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -124,6 +132,7 @@ impl Metrics {
             violations,
             ready_workers,
             queue_depth,
+            busy_workers,
         }
     }
 

@@ -63,6 +63,8 @@ struct Shared {
     healthy: AtomicUsize,
     /// Slots that have not finished their first start attempt.
     warming: AtomicUsize,
+    /// Slots waiting for a job with a warm worker (a job handed to one of them is not waiting in the queue).
+    idle: AtomicUsize,
     load_error: Mutex<Option<String>>,
     stopping: AtomicBool,
     metrics: Arc<Metrics>,
@@ -108,7 +110,8 @@ impl Pool {
         metrics: Arc<Metrics>,
         audit: AuditLog,
     ) -> Pool {
-        let (tx, rx) = crossbeam_channel::bounded(spec.serving.max_queue);
+        // Room for max_queue waiting requests plus one in hand-over to each idle worker (see submit).
+        let (tx, rx) = crossbeam_channel::bounded(spec.serving.max_queue + spec.serving.workers);
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             version: spec.version.clone(),
@@ -116,6 +119,7 @@ impl Pool {
             info: OnceLock::new(),
             healthy: AtomicUsize::new(0),
             warming: AtomicUsize::new(spec.serving.workers),
+            idle: AtomicUsize::new(0),
             load_error: Mutex::new(None),
             stopping: AtomicBool::new(false),
             metrics,
@@ -250,6 +254,14 @@ impl Pool {
     /// Queues a request. Never blocks: a full queue is a 429.
     pub fn submit(&self, inputs: Vec<Input>) -> Result<oneshot::Receiver<JobOutcome>, ApiError> {
         self.admission()?;
+        // Jobs not yet picked up by an idle worker are not waiting: they do not count against max_queue.
+        let room = self.shared.serving.max_queue + self.shared.idle.load(Ordering::SeqCst);
+        if self.tx.len() >= room {
+            return Err(ApiError::queue_full(
+                self.name(),
+                self.shared.serving.max_queue,
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
         let job = Job {
@@ -387,7 +399,10 @@ impl Slot {
                     self.shared.warming.fetch_sub(1, Ordering::SeqCst);
                 }
             }
-            let job = match self.rx.recv_timeout(Duration::from_millis(100)) {
+            self.shared.idle.fetch_add(1, Ordering::SeqCst);
+            let got = self.rx.recv_timeout(Duration::from_millis(100));
+            self.shared.idle.fetch_sub(1, Ordering::SeqCst);
+            let job = match got {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
                     if self.shared.stopping.load(Ordering::SeqCst) {
@@ -406,12 +421,13 @@ impl Slot {
             let recycle = self.recycle_cause(l);
             if !l.worker.is_alive() || recycle.is_some() {
                 if let Some(l) = live.take() {
-                    self.shared
-                        .metrics
-                        .ready_workers
-                        .get_or_create(&model)
-                        .dec();
+                    // A dead worker was already taken off the ready gauge by serve().
                     if let Some(cause) = recycle.filter(|_| l.worker.is_alive()) {
+                        self.shared
+                            .metrics
+                            .ready_workers
+                            .get_or_create(&model)
+                            .dec();
                         self.shared.metrics.restart(&self.shared.name, cause);
                         tracing::info!(model = %self.shared.name, slot = self.index, cause, served = l.served,
                             "recycling worker");
@@ -509,9 +525,17 @@ impl Slot {
             });
             return true;
         }
+        let busy = self
+            .shared
+            .metrics
+            .busy_workers
+            .get_or_create(&model)
+            .clone();
+        busy.inc();
         let t = Instant::now();
         let result = l.worker.infer(&job.inputs);
         let compute = t.elapsed();
+        busy.dec();
         l.served += 1;
         self.shared
             .metrics
@@ -555,6 +579,14 @@ impl Slot {
                 "queue_ms": queue.as_secs_f64() * 1e3, "compute_ms": compute.as_secs_f64() * 1e3,
             }),
         );
+        if !l.worker.is_alive() {
+            // Before the reply, so that a client that saw the failure never sees the dead worker counted.
+            self.shared
+                .metrics
+                .ready_workers
+                .get_or_create(&model)
+                .dec();
+        }
         let _ = job.reply.send(JobOutcome {
             result: result.map_err(|e| ApiError::from_supervisor(&e)),
             queue,

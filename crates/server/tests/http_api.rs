@@ -262,29 +262,30 @@ fn a_full_queue_is_429_and_shutdown_drains_in_flight_requests() {
         statuses.iter().filter(|&&c| c == 429).count()
     );
 
-    // Graceful shutdown: one request computing, one queued; SIGTERM; both are answered, then the server exits.
+    // Graceful shutdown: one request computing (a batch of 8), one queued; SIGTERM; both are answered, then the
+    // server exits.
     let port = s.port;
-    let inflight: Vec<_> = (0..2)
-        .map(|i| {
-            let (h, bin) = (h.clone(), bin.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20 * i));
-                let hs = h.to_string();
-                let mut body = hs.clone().into_bytes();
-                body.extend_from_slice(&bin);
-                http(
-                    port,
-                    "POST",
-                    "/v2/models/open_nsfw/infer",
-                    &[("Inference-Header-Content-Length", hs.len().to_string())],
-                    &body,
-                )
-            })
+    let send = |h: serde_json::Value, bin: Vec<u8>| {
+        std::thread::spawn(move || {
+            let hs = h.to_string();
+            let mut body = hs.clone().into_bytes();
+            body.extend_from_slice(&bin);
+            http(
+                port,
+                "POST",
+                "/v2/models/open_nsfw/infer",
+                &[("Inference-Header-Content-Length", hs.len().to_string())],
+                &body,
+            )
         })
-        .collect();
-    std::thread::sleep(Duration::from_millis(120));
+    };
+    let (bh, bbin) = fp32_header("data", &[8, 3, 224, 224]);
+    let computing = send(bh, bbin);
+    s.wait_metric("caffe_sandbox_busy_workers{model=\"open_nsfw\"}", 1.0);
+    let queued = send(h.clone(), bin.clone());
+    s.wait_metric("caffe_sandbox_queue_depth{model=\"open_nsfw\"}", 1.0);
     s.terminate();
-    for t in inflight {
+    for t in [computing, queued] {
         let r = t.join().unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -300,7 +301,24 @@ fn repository_deadline_replacement_recycling_and_a_refused_model() {
     link_open_nsfw(&repo, "nsfw");
     std::fs::write(
         repo.join("nsfw/config.toml"),
-        "workers = 1\ntimeout_seconds = 0.6\nrecycle_after_requests = 3\nmax_batch = 16\n",
+        "workers = 1\nrecycle_after_requests = 3\n",
+    )
+    .unwrap();
+    // ~2.4 GFLOP per item: milliseconds at batch 1 (warm-up), hundreds of GFLOP at batch 256.
+    let mut slow = String::from(
+        "layer { name: \"data\" type: \"Input\" top: \"l0\" input_param { shape { dim: 1 dim: 8 dim: 8 dim: 8 } } }\n",
+    );
+    for i in 0..5 {
+        slow.push_str(&format!(
+            "layer {{ name: \"c{i}\" type: \"Convolution\" bottom: \"l{i}\" top: \"l{}\" \
+             convolution_param {{ num_output: 1024 kernel_size: 3 pad: 1 }} }}\n",
+            i + 1
+        ));
+    }
+    write_model(&repo.join("slow/1"), &slow);
+    std::fs::write(
+        repo.join("slow/config.toml"),
+        "workers = 1\ntimeout_seconds = 1.0\nmax_batch = 256\n",
     )
     .unwrap();
     write_model(&repo.join("fpe/1"), FPE);
@@ -331,9 +349,10 @@ fn repository_deadline_replacement_recycling_and_a_refused_model() {
         r.text()
     );
 
-    // A batch of 16 takes seconds: past the 0.6 s deadline the worker is killed and replaced.
-    let (h, bin) = fp32_header("data", &[16, 3, 224, 224]);
-    let r = s.post_binary("/v2/models/nsfw/infer", &h, &bin);
+    // A batch of 256 takes seconds: past the 1 s deadline the worker is killed and replaced, and the model
+    // answers again.
+    let (h, bin) = fp32_header("l0", &[256, 8, 8, 8]);
+    let r = s.post_binary("/v2/models/slow/infer", &h, &bin);
     assert_eq!(
         (r.status, r.kind().as_str()),
         (503, "timeout"),
@@ -341,15 +360,20 @@ fn repository_deadline_replacement_recycling_and_a_refused_model() {
         r.text()
     );
     assert!(
-        r.json()["error"].as_str().unwrap().contains("600 ms"),
+        r.json()["error"].as_str().unwrap().contains("1000 ms"),
         "{}",
         r.text()
     );
     assert_eq!(
-        s.metric("caffe_sandbox_worker_restarts_total{model=\"nsfw\",cause=\"timeout\"}"),
+        s.metric("caffe_sandbox_worker_restarts_total{model=\"slow\",cause=\"timeout\"}"),
         1.0
     );
-    // Queued meanwhile, the next request waits for the replacement and is answered.
+    // The replacement warms up (the model stays ready meanwhile; requests would queue), then serves.
+    s.wait_metric("caffe_sandbox_ready_workers{model=\"slow\"}", 1.0);
+    let (h, bin) = fp32_header("l0", &[1, 8, 8, 8]);
+    let r = s.post_binary("/v2/models/slow/infer", &h, &bin);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outputs"][0]["shape"], json!([1, 1024, 8, 8]));
     let img = std::fs::read(sample("astronaut.png")).unwrap();
     let (h, bin) = image_request("data", &img, None);
     for _ in 0..3 {
