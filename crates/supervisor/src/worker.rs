@@ -289,6 +289,7 @@ impl Worker {
                 message,
                 layer,
             } => Err(match kind {
+                _ if is_allocation_failure(&message) => self.memory_limit(message),
                 WorkerErrorKind::BadModel
                 | WorkerErrorKind::BadWeights
                 | WorkerErrorKind::Unsupported => Error::BadModel { message, layer },
@@ -411,6 +412,7 @@ impl Worker {
                 message,
                 layer,
             } => match kind {
+                _ if is_allocation_failure(&message) => Err(self.memory_limit(message)),
                 WorkerErrorKind::BadInput
                 | WorkerErrorKind::ImageDecode
                 | WorkerErrorKind::Unsupported => Err(Error::BadInput {
@@ -486,6 +488,20 @@ impl Worker {
                 }
             }
             Err(e) => Err(self.fail(Some(e))),
+        }
+    }
+
+    /// A C++ allocation that failed under RLIMIT_AS, caught by the shim and reported as an error reply: the
+    /// memory limit is the cause. The worker is ended (its heap may be exhausted).
+    fn memory_limit(&mut self, message: String) -> Error {
+        let _ = self.kill_and_reap();
+        let stderr_tail = self.stderr_tail();
+        Error::Worker {
+            failure: WorkerFailure::MemoryLimit {
+                limit_bytes: self.cfg.limits.address_space_bytes,
+                detail: message.chars().take(300).collect(),
+            },
+            stderr_tail,
         }
     }
 
@@ -625,6 +641,11 @@ impl Drop for Worker {
             }
         }
     }
+}
+
+/// Whether a worker's error text is an allocation failure (std::bad_alloc and friends).
+fn is_allocation_failure(message: &str) -> bool {
+    message.contains("std::bad_alloc") || message.contains("Cannot allocate memory")
 }
 
 fn kind_of(b: &FromWorker) -> &'static str {
