@@ -118,6 +118,23 @@ pub const FPE: &str = r#"layer { name: "data" type: "Input" top: "data" input_pa
 layer { name: "conv" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 3 group: 0 } }
 "#;
 
+/// `cargo test -p caffe-sandbox-server` does not rebuild the CLI binary (another package): refuse to test a
+/// binary older than the server's sources.
+fn assert_fresh(exe: &Path) {
+    let built = std::fs::metadata(exe).and_then(|m| m.modified()).unwrap();
+    let src = repo().join("crates/server/src");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let changed = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap();
+        assert!(
+            changed <= built,
+            "{} is older than {}: rebuild the workspace first (cargo build --workspace)",
+            exe.display(),
+            p.display()
+        );
+    }
+}
+
 /// A running `caffe-sandbox serve`; killed (by its own pid) when dropped.
 pub struct Server {
     pub child: Child,
@@ -133,7 +150,9 @@ impl Server {
         let port_file = dir.join("port");
         let audit = dir.join("audit.jsonl");
         let log = dir.join("server.log");
-        let child = Command::new(sibling("caffe-sandbox"))
+        let exe = sibling("caffe-sandbox");
+        assert_fresh(&exe);
+        let child = Command::new(exe)
             .arg("serve")
             .args(args)
             .args(["--http-address", "127.0.0.1", "--http-port", "0"])
