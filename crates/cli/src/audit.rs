@@ -73,6 +73,13 @@ impl Watch {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
         }
         let path = dir.join("written-from-the-sandbox");
+        // A world-readable host file: only the sandbox can keep the read probe from it.
+        let secret = dir.join("readable-secret");
+        std::fs::write(&secret, "caffe-sandbox audit: host file content\n")?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644))?;
+        }
         Ok(Watch {
             tcp,
             abstract_sock,
@@ -89,6 +96,7 @@ impl Watch {
             tcp_port: self.tcp.local_addr().ok().map(|a| a.port()),
             abstract_name: Some(self.abstract_name.clone()),
             path: Some(self.path.clone()),
+            read_path: Some(self.dir.join("readable-secret")),
         }
     }
 

@@ -36,6 +36,8 @@ pub const TARGET_PORT_ENV: &str = "CAFFE_SANDBOX_PROBE_PORT";
 pub const TARGET_ABSTRACT_ENV: &str = "CAFFE_SANDBOX_PROBE_ABSTRACT";
 /// Optional host path to create/write.
 pub const TARGET_PATH_ENV: &str = "CAFFE_SANDBOX_PROBE_PATH";
+/// Optional existing, world-readable host file to try to read.
+pub const TARGET_READ_ENV: &str = "CAFFE_SANDBOX_PROBE_READ";
 
 /// Prefix of the report a probe sends back.
 pub const REPORT_PREFIX: &str = "probe-report ";
@@ -406,7 +408,7 @@ pub fn perform(name: &str) -> String {
         }
         "read_etc_passwd" => read_path("/etc/passwd"),
         "read_host_path" => {
-            let path = std::env::var(TARGET_PATH_ENV).unwrap_or_else(|_| "/etc/hostname".into());
+            let path = std::env::var(TARGET_READ_ENV).unwrap_or_else(|_| "/etc/hostname".into());
             read_path(&path)
         }
         "write_host_path" => {
@@ -1074,6 +1076,8 @@ pub struct ProbeTargets {
     pub tcp_port: Option<u16>,
     pub abstract_name: Option<String>,
     pub path: Option<std::path::PathBuf>,
+    /// An existing host file (world-readable) the read probe tries.
+    pub read_path: Option<std::path::PathBuf>,
 }
 
 impl ProbeTargets {
@@ -1090,6 +1094,9 @@ impl ProbeTargets {
         }
         if let Some(p) = &self.path {
             v.push((TARGET_PATH_ENV.into(), p.clone().into()));
+        }
+        if let Some(p) = &self.read_path {
+            v.push((TARGET_READ_ENV.into(), p.clone().into()));
         }
         v
     }

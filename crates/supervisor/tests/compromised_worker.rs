@@ -86,6 +86,12 @@ impl Host {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         }
+        let secret = dir.join("readable-secret");
+        std::fs::write(&secret, "host file content").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let paths = vec![
             dir.join("written-from-the-sandbox"),
             std::env::temp_dir().join(format!("cs-compromised-{tag}-{}.out", std::process::id())),
@@ -106,6 +112,7 @@ impl Host {
             tcp_port: Some(self.tcp.local_addr().unwrap().port()),
             abstract_name: Some(self.abstract_name.clone()),
             path: Some(self.paths[which_path].clone()),
+            read_path: Some(self.dir.join("readable-secret")),
         }
     }
 
@@ -136,10 +143,14 @@ impl Host {
                 p.display()
             );
         }
-        let entries: Vec<_> = std::fs::read_dir(&self.dir).unwrap().collect();
-        assert!(
-            entries.is_empty(),
-            "{case}: the host dir gained {entries:?}"
+        let entries: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            entries,
+            vec![std::ffi::OsString::from("readable-secret")],
+            "{case}: the host dir changed"
         );
     }
 }
