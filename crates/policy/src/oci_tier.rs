@@ -231,6 +231,33 @@ impl OciRunner {
         cmd
     }
 
+    /// Creates the base directory (0755 as root, 0700 rootless) and refuses one that another user could tamper with (a bundle
+    /// is the container's whole configuration; rootless, the base may be in a shared /tmp).
+    fn secure_base(&self) -> Result<(), String> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let base = self
+            .bundles
+            .parent()
+            .ok_or("bundle directory has no parent")?;
+        // As root the container's root (uid 65534) must traverse it to reach the rootfs; rootless it is the caller.
+        let mode = if euid() == 0 { 0o755 } else { 0o700 };
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(base);
+        let m = std::fs::symlink_metadata(base).map_err(|e| format!("{}: {e}", base.display()))?;
+        if !m.is_dir() || m.uid() != euid() || m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} must be a directory owned by uid {} and writable by nobody else (found uid {}, mode {:o})",
+                base.display(),
+                euid(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    }
+
     /// Removes what containers of dead supervisors left behind: bundles, runtime state and (v1) cgroups of
     /// ids `caffe-sandbox-PID-N` whose PID is gone. A supervisor's containers die with it (parent-death
     /// signal on the runtime), but a SIGKILLed runtime cannot clean up after itself.
@@ -278,6 +305,7 @@ impl OciRunner {
         host_uid: u32,
         host_gid: u32,
     ) -> Result<PathBuf, String> {
+        self.secure_base()?;
         self.clean_stale();
         let dir = self.bundles.join(id);
         let rootfs = dir.join("rootfs");
@@ -327,6 +355,41 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     })
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on one long-lived thread: `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+/// so every runtime is spawned from the same thread, which lives as long as the process (like the native
+/// jail's `Spawner`).
+fn on_spawner_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+    static TX: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("oci-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("spawn the OCI spawner thread");
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = std::sync::mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = rtx.send(f());
+    });
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|_| std::io::Error::other("the OCI spawner thread is gone"))?;
+    rrx.recv()
+        .map_err(|_| std::io::Error::other("the OCI spawner thread dropped a job"))
+}
+
 /// Spawns `cmd` with `pass` placed at fds 3, 4, … (stdin /dev/null, stdout and stderr into one pipe) and
 /// returns the child's pid, a pidfd and the read end of the output pipe.
 pub fn spawn_with_fds(
@@ -335,21 +398,33 @@ pub fn spawn_with_fds(
 ) -> std::io::Result<(libc::pid_t, OwnedFd, OwnedFd)> {
     let (r, w) = pipe()?;
     cmd.stdin(Stdio::null()).stdout(w.try_clone()?).stderr(w);
-    let raw: Vec<i32> = pass.iter().map(|f| f.as_raw_fd()).collect();
+    // Everything the child needs is prepared here: the closure below must not allocate (it runs between fork
+    // and exec in a multi-threaded process).
+    const MAX_PASS: usize = 8;
+    if pass.len() > MAX_PASS {
+        return Err(std::io::Error::other(format!(
+            "at most {MAX_PASS} fds can be passed"
+        )));
+    }
+    let mut raw = [-1i32; MAX_PASS];
+    for (slot, f) in raw.iter_mut().zip(&pass) {
+        *slot = f.as_raw_fd();
+    }
+    let n = pass.len();
     // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe functions
-    // (fcntl, dup2, close, prctl) on fds that stay open in the parent until spawn returns.
+    // (fcntl, dup2, close, prctl) on fds that stay open in the parent until spawn returns; it does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             // First move every source above the target range, then place them (no clobbering).
-            let mut high = Vec::with_capacity(8);
-            for &fd in &raw {
-                let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+            let mut high = [-1i32; MAX_PASS];
+            for i in 0..n {
+                let h = libc::fcntl(raw[i], libc::F_DUPFD_CLOEXEC, 64);
                 if h < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                high.push(h);
+                high[i] = h;
             }
-            for (i, &h) in high.iter().enumerate() {
+            for (i, &h) in high.iter().enumerate().take(n) {
                 if libc::dup2(h, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -529,7 +604,8 @@ pub fn launch_worker(
         caffe_sandbox_supervisor::seccomp_watch::compiled_worker_filter(cfg)?
             .ok_or_else(|| sandbox_err("no seccomp program".into()))?;
     let cmd = runner.command(&bundle, &id, 2);
-    let (pid, pidfd, out) = spawn_with_fds(cmd, vec![worker_end, prog])
+    let (pid, pidfd, out) = on_spawner_thread(move || spawn_with_fds(cmd, vec![worker_end, prog]))
+        .and_then(|r| r)
         .map_err(|e| sandbox_err(format!("spawn: {e}")))?;
     let mut layers = layer_report(runner, policy, &o);
     if let Some(floor) = o

@@ -302,3 +302,22 @@ fn is_zombie(pid: i32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn a_bundle_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut r = runner(Runtime::Crun);
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    r.bundles = base.path().join("bundles");
+    r.state_root = base.path().join("crun");
+    let e = r
+        .write_bundle("caffe-sandbox-test-0", &serde_json::json!({}), 0, 0)
+        .unwrap_err();
+    assert!(e.contains("writable by nobody else"), "{e}");
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = r
+        .write_bundle("caffe-sandbox-test-0", &serde_json::json!({}), 0, 0)
+        .unwrap();
+    assert!(dir.join("config.json").is_file() && dir.join("rootfs").is_dir());
+}
