@@ -87,22 +87,40 @@ pub fn run(args: BenchArgs) -> i32 {
 }
 
 fn bench(args: &BenchArgs) -> Result<Value, String> {
-    let model_dir = args.model.clone().unwrap_or_else(|| repo_default(".cache/models/open_nsfw"));
-    let image = args.image.clone().unwrap_or_else(|| repo_default(".cache/samples/chelsea.png"));
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| repo_default(".cache/models/open_nsfw"));
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| repo_default(".cache/samples/chelsea.png"));
     let cfg = args.sandbox.launch_config().map_err(|e| e.to_string())?;
     let inprocess = cfg.worker_exe.with_file_name("caffe-inprocess");
     eprintln!("[bench] in-process baseline ({})", inprocess.display());
     let out = Command::new(&inprocess)
-        .args(["--model".as_ref(), model_dir.as_os_str(), "--image".as_ref(), image.as_os_str()])
+        .args([
+            "--model".as_ref(),
+            model_dir.as_os_str(),
+            "--image".as_ref(),
+            image.as_os_str(),
+        ])
         .args(["--iters", &args.iters.to_string()])
         .output()
         .map_err(|e| format!("{}: {e}", inprocess.display()))?;
     if !out.status.success() {
-        return Err(format!("in-process baseline failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "in-process baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let base: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let mut base_steady: Vec<f64> =
-        base["steady_forward_ms"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+    let mut base_steady: Vec<f64> = base["steady_forward_ms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
     let base_load = base["load_ms"].as_f64().unwrap_or(f64::NAN);
     let base_first = base["first_forward_ms"].as_f64().unwrap_or(f64::NAN);
     let base_steady_med = median(&mut base_steady);
@@ -117,14 +135,20 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
     let t = Instant::now();
     let info = w.load(&model).map_err(|e| e.to_string())?;
     let load = t.elapsed();
-    let input = Input::Image { name: info.inputs[0].name.clone(), bytes };
+    let input = Input::Image {
+        name: info.inputs[0].name.clone(),
+        bytes,
+    };
     let t = Instant::now();
-    let first_out = w.infer(std::slice::from_ref(&input)).map_err(|e| e.to_string())?;
+    let first_out = w
+        .infer(std::slice::from_ref(&input))
+        .map_err(|e| e.to_string())?;
     let first = t.elapsed();
     let mut steady = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let t = Instant::now();
-        w.infer(std::slice::from_ref(&input)).map_err(|e| e.to_string())?;
+        w.infer(std::slice::from_ref(&input))
+            .map_err(|e| e.to_string())?;
         steady.push(ms(t.elapsed()));
     }
     let layers = w.layers();
@@ -134,7 +158,12 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         .iter()
         .find(|o| o.name == "prob")
         .zip(base["outputs"]["prob"]["data"].as_array())
-        .map(|(o, b)| o.data.iter().zip(b).all(|(x, y)| (f64::from(*x) - y.as_f64().unwrap_or(f64::NAN)).abs() <= 1e-6))
+        .map(|(o, b)| {
+            o.data
+                .iter()
+                .zip(b)
+                .all(|(x, y)| (f64::from(*x) - y.as_f64().unwrap_or(f64::NAN)).abs() <= 1e-6)
+        })
         .unwrap_or(false);
 
     let cold_sandboxed = ms(spawn_ready + load + first);
@@ -153,14 +182,85 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         "targets": { "steady_forward_ratio_max": 1.02, "cold_ratio_max": 1.10 },
         "layers": layers,
     });
+    let fork = fork_server_comparison(args, &cfg, &model, &input, cold_inprocess, base_steady_med)
+        .unwrap_or_else(|e| json!({ "error": e }));
+    result["fork_server"] = fork;
     if !args.no_external {
         result["spawn"] = spawn_comparison(args, &cfg)?;
     }
     Ok(result)
 }
 
+/// The same worker measurements with a pre-initialised fork server (docs/fork-server.md): the one-time start
+/// of the server, then per worker fork → ready (p50/p95), and a fresh forked worker's load, first and steady
+/// forward.
+fn fork_server_comparison(
+    args: &BenchArgs,
+    cfg: &caffe_sandbox_supervisor::LaunchConfig,
+    model: &ModelBundle,
+    input: &Input,
+    cold_inprocess: f64,
+    base_steady_med: f64,
+) -> Result<Value, String> {
+    eprintln!("[bench] fork server");
+    let mut cfg = cfg.clone();
+    cfg.fork_server = true;
+    let deadlines = args.sandbox.deadlines();
+    let t = Instant::now();
+    Worker::start(&cfg, deadlines.clone())
+        .map_err(|e| e.to_string())?
+        .shutdown();
+    let first_start = t.elapsed();
+    // Fork → Hello only (the shutdown of each worker is not timed).
+    let mut fork_ms = Vec::with_capacity(args.spawn_runs);
+    for _ in 0..args.spawn_runs {
+        let t = Instant::now();
+        let w = Worker::start(&cfg, deadlines.clone()).map_err(|e| e.to_string())?;
+        fork_ms.push(ms(t.elapsed()));
+        w.shutdown();
+    }
+    let forks = json!({
+        "p50_ms": percentile(&mut fork_ms, 50.0),
+        "p95_ms": percentile(&mut fork_ms, 95.0),
+        "runs": args.spawn_runs,
+    });
+    let t = Instant::now();
+    let mut w = Worker::start(&cfg, deadlines.clone()).map_err(|e| e.to_string())?;
+    let ready = t.elapsed();
+    let t = Instant::now();
+    w.load(model).map_err(|e| e.to_string())?;
+    let load = t.elapsed();
+    let t = Instant::now();
+    w.infer(std::slice::from_ref(input))
+        .map_err(|e| e.to_string())?;
+    let first = t.elapsed();
+    let mut steady = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        w.infer(std::slice::from_ref(input))
+            .map_err(|e| e.to_string())?;
+        steady.push(ms(t.elapsed()));
+    }
+    w.shutdown();
+    let steady_med = median(&mut steady);
+    let cold = ms(ready + load + first);
+    Ok(json!({
+        "server_start_and_first_fork_ms": ms(first_start),
+        "fork_to_ready": forks,
+        "fork_to_ready_ms": ms(ready), "load_ms": ms(load), "first_forward_ms": ms(first),
+        "steady_forward_median_ms": steady_med,
+        "cold_forked_over_in_process": cold / cold_inprocess,
+        "steady_forward_forked_over_in_process": steady_med / base_steady_med,
+    }))
+}
+
 fn ensure_tool(name: &str, package: &str) -> Result<PathBuf, String> {
-    let find = || ["/usr/bin", "/bin", "/usr/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file());
+    let find = || {
+        ["/usr/bin", "/bin", "/usr/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    };
     if let Some(p) = find() {
         return Ok(p);
     }
@@ -172,7 +272,9 @@ fn ensure_tool(name: &str, package: &str) -> Result<PathBuf, String> {
         .status()
         .map_err(|e| format!("apt-get: {e}"))?;
     if !st.success() {
-        return Err(format!("could not install {package} (run as root, or pass --no-external)"));
+        return Err(format!(
+            "could not install {package} (run as root, or pass --no-external)"
+        ));
     }
     find().ok_or_else(|| format!("{name} still missing after installing {package}"))
 }
@@ -194,11 +296,20 @@ fn check(out: std::io::Result<std::process::Output>, what: &str) -> Result<(), S
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).chars().take(600).collect::<String>()))
+        Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(600)
+                .collect::<String>()
+        ))
     }
 }
 
-fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConfig) -> Result<Value, String> {
+fn spawn_comparison(
+    args: &BenchArgs,
+    cfg: &caffe_sandbox_supervisor::LaunchConfig,
+) -> Result<Value, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let bwrap = ensure_tool("bwrap", "bubblewrap")?;
     let crun = ensure_tool("crun", "crun")?;
@@ -206,7 +317,10 @@ fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConf
     eprintln!("[bench] /bin/true under caffe-sandbox run, bwrap+seccomp, crun ({n} runs each)");
     let ours = time_runs(n, || {
         check(
-            Command::new(&me).args(["run", "--audit-log", "/dev/null", "--", "/bin/true"]).stdin(Stdio::null()).output(),
+            Command::new(&me)
+                .args(["run", "--audit-log", "/dev/null", "--", "/bin/true"])
+                .stdin(Stdio::null())
+                .output(),
             "caffe-sandbox run /bin/true",
         )
     })?;
@@ -215,11 +329,24 @@ fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConf
     let bpf = static_run_tool_filter()?;
     let bpf_path = std::env::temp_dir().join(format!("cs-bench-{}.bpf", std::process::id()));
     std::fs::write(&bpf_path, &bpf).map_err(|e| e.to_string())?;
-    let true_libs = shared_libraries(Path::new("/bin/true"), &cfg.caffe_prefix).map_err(|e| e.to_string())?;
+    let true_libs =
+        shared_libraries(Path::new("/bin/true"), &cfg.caffe_prefix).map_err(|e| e.to_string())?;
     let mut bwrap_args: Vec<String> = vec![
-        "--unshare-all".into(), "--die-with-parent".into(), "--new-session".into(), "--clearenv".into(),
-        "--cap-drop".into(), "ALL".into(), "--tmpfs".into(), "/".into(), "--dev".into(), "/dev".into(),
-        "--tmpfs".into(), "/scratch".into(), "--ro-bind".into(), "/bin/true".into(), "/bin/true".into(),
+        "--unshare-all".into(),
+        "--die-with-parent".into(),
+        "--new-session".into(),
+        "--clearenv".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--tmpfs".into(),
+        "/".into(),
+        "--dev".into(),
+        "/dev".into(),
+        "--tmpfs".into(),
+        "/scratch".into(),
+        "--ro-bind".into(),
+        "/bin/true".into(),
+        "/bin/true".into(),
     ];
     for l in &true_libs {
         let s = l.display().to_string();
@@ -228,7 +355,9 @@ fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConf
     let bwrap_true = time_runs(n, || {
         let f = std::fs::File::open(&bpf_path).map_err(|e| e.to_string())?;
         let mut c = Command::new(&bwrap);
-        c.args(&bwrap_args).args(["--seccomp", "9", "/bin/true"]).stdin(Stdio::null());
+        c.args(&bwrap_args)
+            .args(["--seccomp", "9", "/bin/true"])
+            .stdin(Stdio::null());
         fd_at(&mut c, f, 9);
         check(c.output(), "bwrap /bin/true")
     })?;
@@ -255,28 +384,48 @@ fn spawn_comparison(args: &BenchArgs, cfg: &caffe_sandbox_supervisor::LaunchConf
         w.shutdown();
         Ok(())
     })?;
-    let worker_libs = shared_libraries(&cfg.worker_exe, &cfg.caffe_prefix).map_err(|e| e.to_string())?;
+    let worker_libs =
+        shared_libraries(&cfg.worker_exe, &cfg.caffe_prefix).map_err(|e| e.to_string())?;
     let mut wargs: Vec<String> = vec![
-        "--unshare-all".into(), "--die-with-parent".into(), "--new-session".into(), "--clearenv".into(),
-        "--cap-drop".into(), "ALL".into(), "--tmpfs".into(), "/".into(), "--dev".into(), "/dev".into(),
-        "--tmpfs".into(), "/scratch".into(),
+        "--unshare-all".into(),
+        "--die-with-parent".into(),
+        "--new-session".into(),
+        "--clearenv".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--tmpfs".into(),
+        "/".into(),
+        "--dev".into(),
+        "/dev".into(),
+        "--tmpfs".into(),
+        "/scratch".into(),
     ];
     for l in worker_libs.iter().chain(std::iter::once(&cfg.worker_exe)) {
         let s = l.display().to_string();
         wargs.extend(["--ro-bind".into(), s.clone(), s]);
     }
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
-    wargs.extend(["--setenv".into(), "LD_LIBRARY_PATH".into(), libdirs.to_string_lossy().into_owned()]);
+    wargs.extend([
+        "--setenv".into(),
+        "LD_LIBRARY_PATH".into(),
+        libdirs.to_string_lossy().into_owned(),
+    ]);
     let bwrap_worker = time_runs(n, || {
         let (sup, work) = caffe_sandbox_protocol::channel_pair().map_err(|e| e.to_string())?;
         let mut c = Command::new(&bwrap);
-        c.args(&wargs).arg(&cfg.worker_exe).args(["--channel-fd", "3"]).stdin(Stdio::null()).stderr(Stdio::null());
+        c.args(&wargs)
+            .arg(&cfg.worker_exe)
+            .args(["--channel-fd", "3"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
         fd_at(&mut c, work.into_inner(), 3);
         let mut child = c.spawn().map_err(|e| e.to_string())?;
         let hello = sup.recv(Some(Duration::from_secs(20)));
         let _ = child.kill();
         let _ = child.wait();
-        hello.map(|_| ()).map_err(|e| format!("worker under bwrap: {e}"))
+        hello
+            .map(|_| ())
+            .map_err(|e| format!("worker under bwrap: {e}"))
     })?;
     let _ = std::fs::remove_file(&bpf_path);
     let _ = std::fs::remove_dir_all(&bundle);
@@ -293,7 +442,9 @@ fn static_run_tool_filter() -> Result<Vec<u8>, String> {
     use caffe_sandbox_seccomp::Action;
     use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
     let policy = caffe_sandbox_seccomp::Policy::run_tool()
-        .resolve(&caffe_sandbox_seccomp::Vars { worker_tgid: Some(1) })
+        .resolve(&caffe_sandbox_seccomp::Vars {
+            worker_tgid: Some(1),
+        })
         .map_err(|e| e.to_string())?;
     let mut ctx = ScmpFilterContext::new(ScmpAction::KillProcess).map_err(|e| e.to_string())?;
     for r in &policy.rules {
@@ -305,7 +456,9 @@ fn static_run_tool_filter() -> Result<Vec<u8>, String> {
             .conds
             .iter()
             .map(|c| match c.mask {
-                Some(m) => ScmpArgCompare::new(u32::from(c.arg), ScmpCompareOp::MaskedEqual(m), c.value),
+                Some(m) => {
+                    ScmpArgCompare::new(u32::from(c.arg), ScmpCompareOp::MaskedEqual(m), c.value)
+                }
                 None => ScmpArgCompare::new(u32::from(c.arg), ScmpCompareOp::Equal, c.value),
             })
             .collect();
@@ -313,8 +466,11 @@ fn static_run_tool_filter() -> Result<Vec<u8>, String> {
             .map_err(|e| e.to_string())?;
     }
     // bwrap applies the filter to its own pid-1 reaper too, which waits for the program.
-    ctx.add_rule(ScmpAction::Allow, ScmpSyscall::from_name("wait4").map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    ctx.add_rule(
+        ScmpAction::Allow,
+        ScmpSyscall::from_name("wait4").map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     let tmp = std::env::temp_dir().join(format!("cs-bench-{}-static.bpf", std::process::id()));
     let f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
     ctx.export_bpf(&f).map_err(|e| e.to_string())?;
@@ -356,8 +512,14 @@ fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "size=16m"]}),
     ];
-    for p in libs.iter().map(|p| p.as_path()).chain(std::iter::once(Path::new("/bin/true"))) {
-        mounts.push(json!({"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}));
+    for p in libs
+        .iter()
+        .map(|p| p.as_path())
+        .chain(std::iter::once(Path::new("/bin/true")))
+    {
+        mounts.push(
+            json!({"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
+        );
     }
     let config = json!({
         "ociVersion": "1.0.2",
@@ -373,22 +535,55 @@ fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
                            {"type": "user"}, {"type": "cgroup"}],
         }
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap_or_default()).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(dir)
 }
 
 fn print_table(v: &Value) {
-    let f = |x: &Value| x.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
-    println!("model: {}   image: {}   steady iterations: {}", v["model"], v["image"], v["iters"]);
-    println!("outputs identical to in-process (1e-6): {}", v["outputs_match_in_process_1e-6"]);
+    let f = |x: &Value| {
+        x.as_f64()
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "model: {}   image: {}   steady iterations: {}",
+        v["model"], v["image"], v["iters"]
+    );
+    println!(
+        "outputs identical to in-process (1e-6): {}",
+        v["outputs_match_in_process_1e-6"]
+    );
     println!();
-    println!("{:<34} {:>12} {:>12} {:>8}", "", "in-process", "sandboxed", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "", "in-process", "sandboxed", "ratio"
+    );
     let i = &v["in_process"];
     let s = &v["sandboxed"];
     let r = &v["ratios"];
-    println!("{:<34} {:>12} {:>12}", "spawn → ready (ms)", "-", f(&s["spawn_to_ready_ms"]));
-    println!("{:<34} {:>12} {:>12} {:>8}", "model load (ms)", f(&i["load_ms"]), f(&s["load_ms"]), f(&r["load_sandboxed_over_in_process"]));
-    println!("{:<34} {:>12} {:>12}", "first forward (ms)", f(&i["first_forward_ms"]), f(&s["first_forward_ms"]));
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "spawn → ready (ms)",
+        "-",
+        f(&s["spawn_to_ready_ms"])
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "model load (ms)",
+        f(&i["load_ms"]),
+        f(&s["load_ms"]),
+        f(&r["load_sandboxed_over_in_process"])
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "first forward (ms)",
+        f(&i["first_forward_ms"]),
+        f(&s["first_forward_ms"])
+    );
     println!(
         "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.02)",
         "steady forward, median (ms)",
@@ -396,16 +591,84 @@ fn print_table(v: &Value) {
         f(&s["steady_forward_median_ms"]),
         f(&r["steady_forward_sandboxed_over_in_process"])
     );
-    println!("{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)", "cold: spawn+load+first ÷ load+first", "", "", f(&r["cold_sandboxed_over_in_process"]));
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)",
+        "cold: spawn+load+first ÷ load+first",
+        "",
+        "",
+        f(&r["cold_sandboxed_over_in_process"])
+    );
+    let fs = &v["fork_server"];
+    match fs.get("error") {
+        Some(e) => println!("fork server: error: {e}"),
+        None => {
+            println!();
+            println!(
+                "{:<34} {:>12} {:>12} {:>8}",
+                "fork server (--fork-server)", "in-process", "forked", "ratio"
+            );
+            println!(
+                "{:<34} {:>12} {:>12}",
+                "server start + first fork (ms)",
+                "-",
+                f(&fs["server_start_and_first_fork_ms"])
+            );
+            println!(
+                "{:<34} {:>12} {:>12}   (p50; p95 {})",
+                "fork → ready (ms)",
+                "-",
+                f(&fs["fork_to_ready"]["p50_ms"]),
+                f(&fs["fork_to_ready"]["p95_ms"])
+            );
+            println!(
+                "{:<34} {:>12} {:>12}",
+                "model load (ms)",
+                f(&i["load_ms"]),
+                f(&fs["load_ms"])
+            );
+            println!(
+                "{:<34} {:>12} {:>12}",
+                "first forward (ms)",
+                f(&i["first_forward_ms"]),
+                f(&fs["first_forward_ms"])
+            );
+            println!(
+                "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.02)",
+                "steady forward, median (ms)",
+                f(&i["steady_forward_median_ms"]),
+                f(&fs["steady_forward_median_ms"]),
+                f(&fs["steady_forward_forked_over_in_process"])
+            );
+            println!(
+                "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)",
+                "cold: fork+load+first ÷ load+first",
+                "",
+                "",
+                f(&fs["cold_forked_over_in_process"])
+            );
+        }
+    }
     if let Some(sp) = v.get("spawn") {
         println!();
         println!("{:<44} {:>10} {:>10}", "spawn cost", "p50 ms", "p95 ms");
         for (name, x) in [
-            ("/bin/true: caffe-sandbox run (all layers)", &sp["true"]["caffe_sandbox_run"]),
-            ("/bin/true: bwrap + seccomp", &sp["true"]["bwrap_with_seccomp"]),
+            (
+                "/bin/true: caffe-sandbox run (all layers)",
+                &sp["true"]["caffe_sandbox_run"],
+            ),
+            (
+                "/bin/true: bwrap + seccomp",
+                &sp["true"]["bwrap_with_seccomp"],
+            ),
             ("/bin/true: crun run", &sp["true"]["crun"]),
-            ("worker → ready: caffe-sandbox", &sp["worker_to_ready"]["caffe_sandbox"]),
-            ("worker → ready: bwrap, same binds", &sp["worker_to_ready"]["bwrap_same_binds_no_seccomp"]),
+            (
+                "worker → ready: caffe-sandbox",
+                &sp["worker_to_ready"]["caffe_sandbox"],
+            ),
+            (
+                "worker → ready: bwrap, same binds",
+                &sp["worker_to_ready"]["bwrap_same_binds_no_seccomp"],
+            ),
         ] {
             match x.get("error") {
                 Some(e) => println!("{name:<44} error: {e}"),

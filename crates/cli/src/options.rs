@@ -29,6 +29,10 @@ pub struct SandboxArgs {
     /// Worker log verbosity: glog minimum level (0 INFO, 1 WARNING, 2 ERROR).
     #[arg(long, default_value_t = 1)]
     pub log_level: i32,
+    /// Fork workers from a pre-initialised fork server (libraries and Caffe loaded once) instead of a fresh
+    /// exec per worker: faster starts, weaker isolation between workers (see docs/fork-server.md).
+    #[arg(long)]
+    pub fork_server: bool,
 }
 
 impl SandboxArgs {
@@ -39,6 +43,7 @@ impl SandboxArgs {
         cfg.limits.address_space_bytes = Some(self.memory_limit << 20);
         cfg.limits.cpu_seconds = Some(self.cpu_limit);
         cfg.log_level = self.log_level;
+        cfg.fork_server = self.fork_server;
         Ok(cfg)
     }
 

@@ -35,7 +35,7 @@ use rustix::net::{
 use crate::codec::{decode, encode};
 use crate::error::{ProtocolError, Result};
 use crate::limits::Limits;
-use crate::message::{Body, FromWorker, Message, ToWorker};
+use crate::message::{Body, FromWorker, FromZygote, Message, ToWorker, ToZygote};
 use crate::{MAX_FDS_PER_MESSAGE, MAX_PACKET};
 
 /// Control-buffer size for [`MAX_FDS_PER_MESSAGE`] fds.
@@ -68,11 +68,40 @@ impl Role for WorkerSide {
     type Incoming = ToWorker;
 }
 
+/// The supervisor's end of a fork server's control channel: sends
+/// [`ToZygote`], accepts [`FromZygote`].
+#[derive(Debug)]
+pub enum ZygoteClientSide {}
+
+/// The fork server's end of its control channel (sends [`FromZygote`],
+/// accepts [`ToZygote`]); also a freshly forked worker's end of its own
+/// channel until it received [`ToZygote::InstallSeccomp`] (then re-wrap the
+/// fd as a [`WorkerChannel`] with [`Channel::into_inner`]).
+#[derive(Debug)]
+pub enum ZygoteSide {}
+
+impl Role for ZygoteClientSide {
+    type Outgoing = ToZygote;
+    type Incoming = FromZygote;
+}
+
+impl Role for ZygoteSide {
+    type Outgoing = FromZygote;
+    type Incoming = ToZygote;
+}
+
 mod private {
     pub trait Sealed {}
     impl Sealed for super::SupervisorSide {}
     impl Sealed for super::WorkerSide {}
+    impl Sealed for super::ZygoteClientSide {}
+    impl Sealed for super::ZygoteSide {}
 }
+
+/// The supervisor's end of a fork server's control channel.
+pub type ZygoteControl = Channel<ZygoteClientSide>;
+/// The fork server's end of its control channel.
+pub type ZygoteChannel = Channel<ZygoteSide>;
 
 /// The supervisor's end of the channel.
 pub type SupervisorChannel = Channel<SupervisorSide>;

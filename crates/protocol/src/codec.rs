@@ -13,14 +13,19 @@
 //! | `Loaded` | `list<blob>` inputs, `list<blob>` outputs; blob = `str` name, `dims` |
 //! | `InferResult` | `list<tensor>`; tensor = `str` name, `dims` |
 //! | `Error` | `u8` kind, `str` message, `option<str>` layer |
+//! | `Fork`, `InstallSeccomp` | empty |
+//! | `ZygoteReady` | `u16` protocol_version, `u32` pid, `str` caffe_version |
+//! | `Forked` | `u32` pid (≥ 2) |
+//! | `ChildExited` | `u32` pid (≥ 2), `u8` tag (1 exited, 2 signaled), `u8` code (any) or signal (1..=64) |
+//! | `ForkFailed` | `str` message |
 
 use std::collections::HashSet;
 
 use crate::error::{ProtocolError, Result};
 use crate::limits::{Limits, TotalElements};
 use crate::message::{
-    BlobInfo, Body, Direction, FdSlot, FromWorker, InputSpec, Message, MessageKind, TensorHeader,
-    ToWorker, WorkerErrorKind,
+    BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec, Message,
+    MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
 };
 use crate::text::{display_name, sanitize_text, validate_name};
 use crate::wire::{build_packet, split_packet, Reader, Writer};
@@ -440,6 +445,172 @@ impl Body for FromWorker {
                 return Err(ProtocolError::WrongDirection {
                     kind: other,
                     expected: Direction::FromWorker,
+                })
+            }
+        };
+        finish(&r, kind)?;
+        Ok(body)
+    }
+}
+
+impl Body for ToZygote {
+    const DIRECTION: Direction = Direction::ToZygote;
+
+    fn kind(&self) -> MessageKind {
+        match self {
+            ToZygote::Fork => MessageKind::Fork,
+            ToZygote::InstallSeccomp => MessageKind::InstallSeccomp,
+        }
+    }
+
+    fn expected_fds(&self) -> usize {
+        match self {
+            ToZygote::Fork => 2,
+            ToZygote::InstallSeccomp => 1,
+        }
+    }
+
+    fn encode_payload(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn decode_payload(kind: MessageKind, payload: &[u8], _limits: &Limits) -> Result<Self> {
+        let r = Reader::new(payload);
+        let body = match kind {
+            MessageKind::Fork => ToZygote::Fork,
+            MessageKind::InstallSeccomp => ToZygote::InstallSeccomp,
+            other => {
+                return Err(ProtocolError::WrongDirection {
+                    kind: other,
+                    expected: Direction::ToZygote,
+                })
+            }
+        };
+        finish(&r, kind)?;
+        Ok(body)
+    }
+}
+
+const TAG_EXITED: u8 = 1;
+const TAG_SIGNALED: u8 = 2;
+
+/// A forked child is never pid 1 (that is the zygote) nor 0.
+fn read_child_pid(r: &mut Reader<'_>, field: &str) -> Result<u32> {
+    let pid = r.u32(field)?;
+    if pid < 2 {
+        return Err(ProtocolError::InvalidValue {
+            field: field.into(),
+            value: pid.into(),
+            expected: "a child pid >= 2",
+        });
+    }
+    Ok(pid)
+}
+
+impl Body for FromZygote {
+    const DIRECTION: Direction = Direction::FromZygote;
+
+    fn kind(&self) -> MessageKind {
+        match self {
+            FromZygote::Ready { .. } => MessageKind::ZygoteReady,
+            FromZygote::Forked { .. } => MessageKind::Forked,
+            FromZygote::ChildExited { .. } => MessageKind::ChildExited,
+            FromZygote::ForkFailed { .. } => MessageKind::ForkFailed,
+        }
+    }
+
+    fn expected_fds(&self) -> usize {
+        match self {
+            FromZygote::Forked { .. } => 1,
+            _ => 0,
+        }
+    }
+
+    fn encode_payload(&self) -> Result<Vec<u8>> {
+        let mut w = Writer::new();
+        match self {
+            FromZygote::Ready {
+                protocol_version,
+                pid_in_ns,
+                caffe_version,
+            } => {
+                w.u16(*protocol_version);
+                w.u32(*pid_in_ns);
+                w.str("ZygoteReady.caffe_version", caffe_version, MAX_TEXT_LEN)?;
+            }
+            FromZygote::Forked { pid_in_ns } => w.u32(*pid_in_ns),
+            FromZygote::ChildExited { pid_in_ns, status } => {
+                w.u32(*pid_in_ns);
+                match status {
+                    ChildStatus::Exited(c) => {
+                        w.u8(TAG_EXITED);
+                        w.u8(*c);
+                    }
+                    ChildStatus::Signaled(s) => {
+                        w.u8(TAG_SIGNALED);
+                        w.u8(*s);
+                    }
+                }
+            }
+            FromZygote::ForkFailed { message } => {
+                w.str("ForkFailed.message", message, MAX_TEXT_LEN)?
+            }
+        }
+        Ok(w.into_inner())
+    }
+
+    fn decode_payload(kind: MessageKind, payload: &[u8], _limits: &Limits) -> Result<Self> {
+        let mut r = Reader::new(payload);
+        let body = match kind {
+            MessageKind::ZygoteReady => {
+                let protocol_version = r.u16("ZygoteReady.protocol_version")?;
+                if protocol_version != PROTOCOL_VERSION {
+                    return Err(ProtocolError::UnsupportedVersion {
+                        field: "ZygoteReady.protocol_version",
+                        found: protocol_version.into(),
+                        expected: PROTOCOL_VERSION,
+                    });
+                }
+                FromZygote::Ready {
+                    protocol_version,
+                    pid_in_ns: r.u32("ZygoteReady.pid_in_ns")?,
+                    caffe_version: read_text(&mut r, "ZygoteReady.caffe_version")?,
+                }
+            }
+            MessageKind::Forked => FromZygote::Forked {
+                pid_in_ns: read_child_pid(&mut r, "Forked.pid_in_ns")?,
+            },
+            MessageKind::ChildExited => {
+                let pid_in_ns = read_child_pid(&mut r, "ChildExited.pid_in_ns")?;
+                let tag = r.u8("ChildExited.status")?;
+                let value = r.u8("ChildExited.value")?;
+                let status = match tag {
+                    TAG_EXITED => ChildStatus::Exited(value),
+                    TAG_SIGNALED if (1..=64).contains(&value) => ChildStatus::Signaled(value),
+                    TAG_SIGNALED => {
+                        return Err(ProtocolError::InvalidValue {
+                            field: "ChildExited.value".into(),
+                            value: value.into(),
+                            expected: "a signal number 1..=64",
+                        })
+                    }
+                    _ => {
+                        return Err(ProtocolError::InvalidValue {
+                            field: "ChildExited.status".into(),
+                            value: tag.into(),
+                            expected: "1 (exited) or 2 (signaled)",
+                        })
+                    }
+                };
+                FromZygote::ChildExited { pid_in_ns, status }
+            }
+            MessageKind::ForkFailed => FromZygote::ForkFailed {
+                message: read_text(&mut r, "ForkFailed.message")?,
+            },
+            other => {
+                return Err(ProtocolError::WrongDirection {
+                    kind: other,
+                    expected: Direction::FromZygote,
                 })
             }
         };

@@ -34,6 +34,19 @@
 //! | `InferResult` (0x8003) | → supervisor | `list<tensor>`; tensor = `str` name, `dims` | one sealed memfd per output |
 //! | `Error` (0x8004) | → supervisor | `u8` [`WorkerErrorKind`] code 1..=7, `str` message, `option<str>` layer | 0 |
 //!
+//! Fork-server (zygote) kinds ([`ToZygote`], [`FromZygote`]; bit `0x0010` set) travel on the zygote's control
+//! channel ([`ZygoteControl`] / [`ZygoteChannel`]), never on a worker channel (a worker channel refuses them
+//! as [`ProtocolError::WrongDirection`], and the other way round):
+//!
+//! | kind (code) | direction | payload | fds |
+//! |---|---|---|---|
+//! | `Fork` (0x0011) | → zygote | empty | 2: the worker's channel end, its stderr pipe's write end |
+//! | `InstallSeccomp` (0x0012) | → forked worker, on its own channel, before `Hello` | empty | 1: sealed memfd of the compiled programs |
+//! | `ZygoteReady` (0x8011) | → supervisor | `u16` protocol_version, `u32` pid in namespace, `str` caffe_version | 0 |
+//! | `Forked` (0x8012) | → supervisor | `u32` child pid in namespace (≥ 2) | 1: a pidfd of the child |
+//! | `ChildExited` (0x8013) | → supervisor, with the `Fork`'s id | `u32` pid (≥ 2), `u8` 1 exited / 2 signaled, `u8` code or signal 1..=64 | 0 |
+//! | `ForkFailed` (0x8014) | → supervisor | `str` message | 0 |
+//!
 //! The codec is hand-written rather than serde/postcard so that each length
 //! prefix is checked against its cap *and* against the bytes remaining at
 //! the point it is read (a hostile count can never drive an allocation), and
@@ -48,7 +61,7 @@
 //! |---|---|---|
 //! | packet (header + payload) | [`MAX_PACKET`] = 64 KiB | larger packets arrive with `MSG_TRUNC` and are refused |
 //! | fds per packet | [`MAX_FDS_PER_MESSAGE`] = 8 | more → `MSG_CTRUNC`, refused; all fds closed |
-//! | fds per kind | exact: `LoadModel` 2, `Infer` one per input, `InferResult` one per output, `Hello` 1 iff `seccomp_listener`, others 0 | any mismatch refused, fds closed |
+//! | fds per kind | exact: `LoadModel` 2, `Infer` one per input, `InferResult` one per output, `Hello` 1 iff `seccomp_listener`, `Fork` 2, `InstallSeccomp` 1, `Forked` 1, others 0 | any mismatch refused, fds closed |
 //! | free text (`Error.message`, `Error.layer`, `Hello.caffe_version`) | [`MAX_TEXT_LEN`] = 4 KiB, strict UTF-8, then [`sanitize_text`] | |
 //! | names (blob/tensor/input) | [`MAX_NAME_LEN`] = 256 bytes, non-empty, no control/escape/bidi chars, unique within a list | |
 //! | `LoadModel.preprocess` | [`MAX_PREPROCESS_LEN`] = 16 KiB | |
@@ -156,7 +169,7 @@ mod wire;
 
 pub use channel::{
     channel_pair, socketpair, Channel, Received, Role, SupervisorChannel, SupervisorSide,
-    WorkerChannel, WorkerSide,
+    WorkerChannel, WorkerSide, ZygoteChannel, ZygoteClientSide, ZygoteControl, ZygoteSide,
 };
 pub use codec::{decode, decode_from_worker, decode_to_worker, encode};
 pub use error::{ProtocolError, Result};
@@ -165,8 +178,8 @@ pub use memfd::{
     create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, Tensor, REQUIRED_SEALS,
 };
 pub use message::{
-    BlobInfo, Body, Direction, FdSlot, FromWorker, InputSpec, Message, MessageKind, TensorHeader,
-    ToWorker, WorkerErrorKind,
+    BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec, Message,
+    MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
 };
 pub use text::sanitize_text;
 

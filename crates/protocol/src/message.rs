@@ -11,6 +11,10 @@ pub enum Direction {
     ToWorker,
     /// Worker → supervisor ([`FromWorker`]).
     FromWorker,
+    /// Supervisor → fork server, and supervisor → freshly forked worker before its `Hello` ([`ToZygote`]).
+    ToZygote,
+    /// Fork server → supervisor ([`FromZygote`]).
+    FromZygote,
 }
 
 impl fmt::Display for Direction {
@@ -18,12 +22,15 @@ impl fmt::Display for Direction {
         f.write_str(match self {
             Direction::ToWorker => "supervisor->worker",
             Direction::FromWorker => "worker->supervisor",
+            Direction::ToZygote => "supervisor->zygote",
+            Direction::FromZygote => "zygote->supervisor",
         })
     }
 }
 
-/// The `kind` field of the header. The high bit is set for worker →
-/// supervisor kinds.
+/// The `kind` field of the header. The high bit is set for kinds that travel
+/// towards the supervisor; bit 4 (`0x0010`) marks the fork-server (zygote)
+/// kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum MessageKind {
@@ -41,18 +48,36 @@ pub enum MessageKind {
     InferResult = 0x8003,
     /// [`FromWorker::Error`].
     Error = 0x8004,
+    /// [`ToZygote::Fork`].
+    Fork = 0x0011,
+    /// [`ToZygote::InstallSeccomp`].
+    InstallSeccomp = 0x0012,
+    /// [`FromZygote::Ready`].
+    ZygoteReady = 0x8011,
+    /// [`FromZygote::Forked`].
+    Forked = 0x8012,
+    /// [`FromZygote::ChildExited`].
+    ChildExited = 0x8013,
+    /// [`FromZygote::ForkFailed`].
+    ForkFailed = 0x8014,
 }
 
 impl MessageKind {
     /// All kinds, in code order.
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 13] = [
         MessageKind::LoadModel,
         MessageKind::Infer,
         MessageKind::Shutdown,
+        MessageKind::Fork,
+        MessageKind::InstallSeccomp,
         MessageKind::Hello,
         MessageKind::Loaded,
         MessageKind::InferResult,
         MessageKind::Error,
+        MessageKind::ZygoteReady,
+        MessageKind::Forked,
+        MessageKind::ChildExited,
+        MessageKind::ForkFailed,
     ];
 
     /// The wire code.
@@ -67,10 +92,11 @@ impl MessageKind {
 
     /// The direction this kind travels in.
     pub fn direction(self) -> Direction {
-        if self.code() & 0x8000 == 0 {
-            Direction::ToWorker
-        } else {
-            Direction::FromWorker
+        match (self.code() & 0x8000 != 0, self.code() & 0x0010 != 0) {
+            (false, false) => Direction::ToWorker,
+            (true, false) => Direction::FromWorker,
+            (false, true) => Direction::ToZygote,
+            (true, true) => Direction::FromZygote,
         }
     }
 }
@@ -258,6 +284,76 @@ pub enum FromWorker {
     },
 }
 
+/// Supervisor → fork server (zygote) messages, on the zygote's control
+/// channel; [`ToZygote::InstallSeccomp`] instead travels on a freshly forked
+/// worker's own channel, as the only message it accepts before its `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToZygote {
+    /// Fork one worker. Carries exactly 2 fds: the worker's end of its new
+    /// channel, then the write end of its stderr pipe.
+    Fork,
+    /// The seccomp programs compiled for this worker (its pid pinned).
+    /// Carries exactly 1 fd (a sealed memfd).
+    InstallSeccomp,
+}
+
+/// How a forked worker ended, as reported by the zygote that reaped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStatus {
+    /// Normal exit with this code (0..=255).
+    Exited(u8),
+    /// Killed by this signal (1..=64).
+    Signaled(u8),
+}
+
+/// Fork server (zygote) → supervisor messages. `Ready` is unsolicited
+/// ([`crate::HELLO_REQUEST_ID`]); `Forked`/`ForkFailed` answer a `Fork` with
+/// its id; `ChildExited` is sent later with the id of the `Fork` that made
+/// the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromZygote {
+    /// Initialised and waiting for `Fork`. No fds.
+    Ready {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        protocol_version: u16,
+        /// The zygote's pid inside its pid namespace.
+        pid_in_ns: u32,
+        /// Caffe version string (sanitized free text).
+        caffe_version: String,
+    },
+    /// The child exists. Carries exactly 1 fd: a pidfd of the child.
+    Forked {
+        /// The child's pid inside the zygote's pid namespace (≥ 2).
+        pid_in_ns: u32,
+    },
+    /// The child of that `Fork` ended and was reaped. No fds.
+    ChildExited {
+        /// The child's pid inside the pid namespace.
+        pid_in_ns: u32,
+        /// How it ended.
+        status: ChildStatus,
+    },
+    /// The fork failed. No fds.
+    ForkFailed {
+        /// Sanitized message.
+        message: String,
+    },
+}
+
+impl ToZygote {
+    /// The message kind.
+    pub fn kind(&self) -> MessageKind {
+        <Self as Body>::kind(self)
+    }
+}
+
+impl FromZygote {
+    /// The message kind.
+    pub fn kind(&self) -> MessageKind {
+        <Self as Body>::kind(self)
+    }
+}
+
 impl ToWorker {
     /// The message kind (same as [`Body::kind`], without importing the trait).
     pub fn kind(&self) -> MessageKind {
@@ -309,6 +405,8 @@ pub(crate) mod private {
     pub trait Sealed {}
     impl Sealed for super::ToWorker {}
     impl Sealed for super::FromWorker {}
+    impl Sealed for super::ToZygote {}
+    impl Sealed for super::FromZygote {}
 }
 
 /// A message with its request id (the envelope of one packet).

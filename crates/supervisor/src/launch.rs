@@ -1,5 +1,8 @@
 //! Starting `caffe-sandbox-worker` inside the native sandbox (crates/jail): what it may see, its limits, and
-//! the fds it gets (the channel at 3, the compiled seccomp program at 4).
+//! the fds it gets (the channel at 3, the compiled seccomp program at 4). With [`LaunchConfig::fork_server`],
+//! the same sandbox holds a pre-initialised fork server instead ([`zygote`]), which forks the workers.
+pub mod zygote;
+
 use crate::error::{Error, Result};
 use caffe_sandbox_jail::{
     Layer, LayerReport, ProcMode, SandboxSpec, Sandboxed, ScratchSpec, Spawner, StdoutMode,
@@ -64,6 +67,10 @@ pub struct LaunchConfig {
     pub extra_ro_paths: Vec<PathBuf>,
     /// Extra environment variables for the worker (explicit; empty by default).
     pub extra_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Fork workers from a pre-initialised fork server (one per configuration, started on first use) instead
+    /// of a fresh exec per worker: no dynamic loading or Caffe initialisation per worker, at a security cost
+    /// (sibling workers share the server's sandbox and address-space layout): see docs/fork-server.md.
+    pub fork_server: bool,
 }
 
 impl LaunchConfig {
@@ -80,6 +87,7 @@ impl LaunchConfig {
             stage2_exe: None,
             extra_ro_paths: Vec::new(),
             extra_env: Vec::new(),
+            fork_server: false,
         })
     }
 
@@ -247,6 +255,25 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
         args.extend(["--seccomp-fd".into(), "4".into()]);
         seccomp_policy = Some(policy);
     }
+    let sandbox = spawner()?
+        .spawn(worker_spec(cfg, args, pass_fds)?)
+        .map_err(|e| Error::Sandbox(e.to_string()))?;
+    let layers = sandbox.layers.clone();
+    Ok(Launched {
+        stderr: None,
+        channel: Some(channel),
+        layers,
+        seccomp_policy,
+        sandbox,
+    })
+}
+
+/// The sandbox of a worker (or of the fork server, which is started with the same spec).
+fn worker_spec(
+    cfg: &LaunchConfig,
+    args: Vec<OsString>,
+    pass_fds: Vec<(OwnedFd, i32)>,
+) -> Result<SandboxSpec> {
     let mut spec = SandboxSpec::new(&cfg.worker_exe);
     spec.args = args;
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
@@ -287,15 +314,27 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
     }
     spec.stage2_exe = cfg.stage2_exe.clone();
     spec.setup_timeout = Duration::from_secs(10);
+    Ok(spec)
+}
+
+/// Starts the fork server for `cfg` in the worker's sandbox (everything but seccomp, which each forked worker
+/// installs for itself): `caffe-sandbox-worker --zygote` with its control channel at fd 3.
+pub(crate) fn launch_zygote(
+    cfg: &LaunchConfig,
+) -> Result<(Sandboxed, caffe_sandbox_protocol::ZygoteControl)> {
+    let (sup_end, zygote_end) =
+        socketpair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+    let ctl = caffe_sandbox_protocol::ZygoteControl::new(sup_end)
+        .map_err(|e| Error::Sandbox(format!("channel: {e}")))?;
+    let args: Vec<OsString> = vec![
+        "--zygote".into(),
+        "--channel-fd".into(),
+        "3".into(),
+        "--log-level".into(),
+        cfg.log_level.to_string().into(),
+    ];
     let sandbox = spawner()?
-        .spawn(spec)
+        .spawn(worker_spec(cfg, args, vec![(zygote_end, 3)])?)
         .map_err(|e| Error::Sandbox(e.to_string()))?;
-    let layers = sandbox.layers.clone();
-    Ok(Launched {
-        stderr: None,
-        channel: Some(channel),
-        layers,
-        seccomp_policy,
-        sandbox,
-    })
+    Ok((sandbox, ctl))
 }

@@ -3,6 +3,7 @@
 //! nothing it says overrides what the supervisor observed itself (its own timers, the wait status, the seccomp
 //! monitor).
 use crate::error::{Error, Result, WorkerFailure};
+use crate::launch::zygote::{self, ForkedChild};
 use crate::launch::{launch, LaunchConfig, Launched};
 use crate::model::ModelBundle;
 use crate::process::{classify, EndFacts, ExitStatus, StderrCollector};
@@ -99,9 +100,69 @@ impl Phase {
     }
 }
 
+/// The worker process: started by the jail (a fresh exec, pid 1 of its own namespaces) or forked by a fork
+/// server (a grandchild: killed through its pidfd, death seen on the pidfd, exit status reported by the
+/// zygote that reaped it).
+enum Proc {
+    Own(Launched),
+    Forked(ForkedChild),
+}
+
+fn poll_in(fd: &OwnedFd, timeout: Duration) -> bool {
+    let ts = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut pfd, Some(&ts)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+impl Proc {
+    fn pidfd(&self) -> &OwnedFd {
+        match self {
+            Proc::Own(l) => &l.sandbox.pidfd,
+            Proc::Forked(f) => &f.pidfd,
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Proc::Own(l) => {
+                let _ = l.sandbox.kill();
+            }
+            Proc::Forked(f) => {
+                let _ = rustix::process::pidfd_send_signal(&f.pidfd, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// Waits until the process ended (killing it if it takes more than 10 s) and returns how.
+    fn wait(&self) -> Option<ExitStatus> {
+        match self {
+            Proc::Own(l) => l.sandbox.wait().ok().map(ExitStatus::from),
+            Proc::Forked(f) => {
+                // Death comes from the kernel (the pidfd), not from the zygote.
+                if !poll_in(&f.pidfd, Duration::from_secs(10)) {
+                    self.kill();
+                    if !poll_in(&f.pidfd, Duration::from_secs(5)) {
+                        return None;
+                    }
+                }
+                f.zygote.exit_status(f.fork_id, Duration::from_secs(2))
+            }
+        }
+    }
+}
+
 /// A live worker.
 pub struct Worker {
-    launched: Option<Launched>,
+    launched: Option<Proc>,
     channel: SupervisorChannel,
     stderr: Option<StderrCollector>,
     seccomp: Option<SeccompWatch>,
@@ -117,7 +178,32 @@ pub struct Worker {
 impl Worker {
     /// Spawns a worker in the sandbox described by `cfg` and waits for its `Hello`.
     pub fn start(cfg: &LaunchConfig, deadlines: Deadlines) -> Result<Worker> {
+        if cfg.fork_server {
+            return Self::start_forked(cfg, deadlines);
+        }
         Self::start_launched(cfg, deadlines, launch(cfg)?)
+    }
+
+    /// [`Worker::start`] with [`LaunchConfig::fork_server`]: fork from the configuration's zygote (started on
+    /// first use), then the same `Hello` handshake, checking that the worker's pid is the forked one.
+    fn start_forked(cfg: &LaunchConfig, deadlines: Deadlines) -> Result<Worker> {
+        let deadline = Instant::now() + deadlines.start;
+        let z = zygote::for_config(cfg, deadline)?;
+        let (child, channel, stderr) = z.fork(cfg, deadline)?;
+        let w = Worker {
+            launched: Some(Proc::Forked(child)),
+            channel,
+            stderr: Some(StderrCollector::start(stderr, StderrCollector::DEFAULT_CAP)),
+            seccomp: None,
+            deadlines,
+            limits: Limits::default(),
+            next_id: 1,
+            phase: Phase::Start,
+            info: None,
+            cfg: cfg.clone(),
+            dead: false,
+        };
+        w.handshake(deadline)
     }
 
     /// Like [`Worker::start`] for a worker another launcher started (e.g. the OCI-runtime tier in
@@ -134,8 +220,8 @@ impl Worker {
             .try_clone()
             .ok()
             .map(|fd| StderrCollector::start(fd, StderrCollector::DEFAULT_CAP));
-        let mut w = Worker {
-            launched: Some(launched),
+        let w = Worker {
+            launched: Some(Proc::Own(launched)),
             channel,
             stderr,
             seccomp: None,
@@ -148,21 +234,29 @@ impl Worker {
             dead: false,
         };
         let deadline = Instant::now() + w.deadlines.start;
+        w.handshake(deadline)
+    }
+
+    /// Waits for `Hello` and takes over the seccomp listener.
+    fn handshake(mut self, deadline: Instant) -> Result<Worker> {
+        let w = &mut self;
         let (msg, mut fds) = match w.channel.recv_deadline(Some(deadline)) {
             Ok(m) => m,
             Err(e) => return Err(w.fail(Some(e))),
         };
-        let (version, listener) = match (msg.request_id, msg.body) {
+        let (version, listener, hello_pid) = match (msg.request_id, msg.body) {
             (
                 HELLO_REQUEST_ID,
                 FromWorker::Hello {
                     protocol_version,
                     seccomp_listener,
+                    worker_pid_in_ns,
                     ..
                 },
             ) => (
                 protocol_version,
                 if seccomp_listener { fds.pop() } else { None },
+                worker_pid_in_ns,
             ),
             (id, other) => {
                 let detail = format!(
@@ -177,10 +271,22 @@ impl Worker {
                 "protocol version {version}, supervisor speaks {PROTOCOL_VERSION}"
             )));
         }
+        if let Some(Proc::Forked(f)) = &w.launched {
+            if hello_pid != f.pid_in_ns {
+                let detail = format!(
+                    "Hello from pid {hello_pid}, but the fork server forked pid {}",
+                    f.pid_in_ns
+                );
+                return Err(w.violation(detail));
+            }
+        }
         match listener {
             Some(fd) => {
-                let pidfd = w.launched.as_ref().map(|l| l.sandbox.pidfd.try_clone()).transpose();
-                let policy = w.launched.as_mut().and_then(|l| l.seccomp_policy.take());
+                let pidfd = w.launched.as_ref().map(|l| l.pidfd().try_clone()).transpose();
+                let policy = w.launched.as_mut().and_then(|l| match l {
+                    Proc::Own(l) => l.seccomp_policy.take(),
+                    Proc::Forked(f) => f.seccomp_policy.take(),
+                });
                 match (pidfd, policy) {
                     (Ok(Some(pidfd)), Some(policy)) => match SeccompWatch::start(fd, pidfd, policy) {
                         Ok(s) => w.seccomp = Some(s),
@@ -201,16 +307,16 @@ impl Worker {
             }
             None => {}
         }
-        Ok(w)
+        Ok(self)
     }
 
     /// The isolation layers in force for this worker.
     pub fn layers(&self) -> LayerReport {
-        let mut report = self
-            .launched
-            .as_ref()
-            .map(|l| l.layers.clone())
-            .unwrap_or_default();
+        let mut report = match &self.launched {
+            Some(Proc::Own(l)) => l.layers.clone(),
+            Some(Proc::Forked(f)) => forked_layers(f),
+            None => LayerReport::default(),
+        };
         let state = if self.seccomp.is_some() {
             LayerState::enforced(format!(
                 "{}; violations reported through the user-notification listener",
@@ -225,7 +331,18 @@ impl Worker {
 
     /// The worker's pid (host pid namespace).
     pub fn pid(&self) -> Option<i32> {
-        self.launched.as_ref().map(|l| l.sandbox.pid)
+        self.launched.as_ref().map(|l| match l {
+            Proc::Own(l) => l.sandbox.pid,
+            Proc::Forked(f) => f.pid,
+        })
+    }
+
+    /// With a fork server: the server's host pid (the worker's parent), else `None`.
+    pub fn fork_server_pid(&self) -> Option<i32> {
+        match &self.launched {
+            Some(Proc::Forked(f)) => Some(f.zygote.pid()),
+            _ => None,
+        }
     }
 
     /// Model inputs/outputs, once loaded.
@@ -439,26 +556,9 @@ impl Worker {
         );
         if let Some(l) = &self.launched {
             // Give it a moment to exit by itself, then kill: shutdown must not hang on a hostile worker.
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(500) {
-                if rustix::event::poll(
-                    &mut [rustix::event::PollFd::new(
-                        &l.sandbox.pidfd,
-                        rustix::event::PollFlags::IN,
-                    )],
-                    Some(&rustix::event::Timespec {
-                        tv_sec: 0,
-                        tv_nsec: 50_000_000,
-                    }),
-                )
-                .unwrap_or(0)
-                    > 0
-                {
-                    break;
-                }
-            }
-            let _ = l.sandbox.kill();
-            let _ = l.sandbox.wait();
+            poll_in(l.pidfd(), Duration::from_millis(500));
+            l.kill();
+            let _ = l.wait();
         }
         self.dead = true;
     }
@@ -588,39 +688,26 @@ impl Worker {
     /// then kills it. Returns its status.
     fn wait_briefly(&mut self) -> Option<ExitStatus> {
         let l = self.launched.as_ref()?;
-        let mut pfd = [rustix::event::PollFd::new(
-            &l.sandbox.pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let ended = rustix::event::poll(
-            &mut pfd,
-            Some(&rustix::event::Timespec {
-                tv_sec: 2,
-                tv_nsec: 0,
-            }),
-        )
-        .unwrap_or(0)
-            > 0;
-        if !ended {
-            let _ = l.sandbox.kill();
+        if !poll_in(l.pidfd(), Duration::from_secs(2)) {
+            l.kill();
         }
-        let st = l.sandbox.wait().ok().map(ExitStatus::from);
+        let st = l.wait();
         self.dead = true;
         st
     }
 
     fn kill_and_reap(&mut self) -> Option<ExitStatus> {
         let l = self.launched.as_ref()?;
-        let _ = l.sandbox.kill();
-        let st = l.sandbox.wait().ok().map(ExitStatus::from);
+        l.kill();
+        let st = l.wait();
         self.dead = true;
         st
     }
 
     fn stderr_tail(&mut self) -> String {
         match self.stderr.take() {
-            // The worker is pid 1 of its pid namespace: once it is dead every process that could hold the
-            // stderr pipe is dead too, so EOF comes promptly.
+            // The worker is pid 1 of its pid namespace (or, forked, the only holder of its own stderr pipe):
+            // once it is dead every process that could hold the pipe is dead too, so EOF comes promptly.
             Some(c) if self.dead => c.finish(),
             Some(c) => {
                 let s = c.snapshot().0;
@@ -636,11 +723,60 @@ impl Drop for Worker {
     fn drop(&mut self) {
         if !self.dead {
             if let Some(l) = &self.launched {
-                let _ = l.sandbox.kill();
-                let _ = l.sandbox.wait();
+                l.kill();
+                let _ = l.wait();
             }
         }
     }
+}
+
+/// The layers of a forked worker: the fork server's sandbox, which it shares with its siblings (see
+/// docs/fork-server.md), plus its own seccomp filter.
+fn forked_layers(f: &ForkedChild) -> LayerReport {
+    let mut r = f.zygote.layers();
+    let shared = |r: &LayerReport, l: Layer, what: &str| match r.get(l) {
+        Some(LayerState::Enforced { detail }) => {
+            Some(LayerState::enforced(format!("{detail}; {what}")))
+        }
+        _ => None,
+    };
+    if let Some(LayerState::Enforced { detail }) = r.get(Layer::PidNs) {
+        let detail = format!(
+            "{}; shared with the fork server and its other workers; this worker is pid {}",
+            detail.replace("target is pid 1", "the fork server is pid 1"),
+            f.pid_in_ns
+        );
+        r.set(Layer::PidNs, LayerState::enforced(detail));
+    }
+    let notes = [
+        (
+            Layer::MountNs,
+            "shared with the fork server's other workers".to_string(),
+        ),
+        (
+            Layer::NetNs,
+            "shared with the fork server's other workers".to_string(),
+        ),
+        (
+            Layer::IpcNs,
+            "shared with the fork server's other workers".to_string(),
+        ),
+        (
+            Layer::ScratchTmpfs,
+            "shared with the fork server's other workers".to_string(),
+        ),
+        (
+            Layer::Rlimits,
+            "per process, inherited from the fork server; nproc counts all workers of the server"
+                .to_string(),
+        ),
+    ];
+    for (layer, what) in notes {
+        if let Some(state) = shared(&r, layer, &what) {
+            r.set(layer, state);
+        }
+    }
+    r
 }
 
 /// Whether a worker's error text is an allocation failure (std::bad_alloc and friends).

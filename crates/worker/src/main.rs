@@ -6,17 +6,22 @@
 //!    fd goes to the supervisor), so every later system call is policed;
 //! 3. `Hello` is sent; only then are model bytes received — everything after this point is untrusted input.
 //!
+//! With `--zygote` the binary is instead a pre-initialised fork server (see docs/fork-server.md): it does step 1
+//! once, then forks one child per `Fork` request on its control channel (fd 3); each child continues with steps 2
+//! and 3 on its own channel, with the seccomp programs compiled for its own pid.
+//!
 //! Exit codes: 0 after `Shutdown` or when the supervisor hangs up; 70 after a Caffe CHECK failure (reported
 //! first as an `Error` message when possible); 71 protocol error; 72 initialisation failure.
 use caffe_sandbox_protocol::{
-    read_sealed_bytes, read_sealed_tensor, BlobInfo, FromWorker, InputSpec, Message, ProtocolError,
-    Tensor, TensorHeader, ToWorker, WorkerChannel, WorkerErrorKind, PROTOCOL_VERSION,
+    read_sealed_bytes, read_sealed_tensor, BlobInfo, ChildStatus, FromWorker, FromZygote,
+    InputSpec, Message, ProtocolError, Tensor, TensorHeader, ToWorker, ToZygote, WorkerChannel,
+    WorkerErrorKind, ZygoteChannel, HELLO_REQUEST_ID, PROTOCOL_VERSION,
 };
 use caffe_sandbox_worker::engine::{self, Net, NetFormat};
 use caffe_sandbox_worker::filter::PendingInferenceFilter;
 use caffe_sandbox_worker::options::LoadOptions;
 use caffe_sandbox_worker::pipeline::image_to_tensor;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -57,6 +62,7 @@ struct Args {
     channel_fd: i32,
     seccomp_fd: Option<i32>,
     log_level: i32,
+    zygote: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -64,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         channel_fd: 3,
         seccomp_fd: None,
         log_level: 1,
+        zygote: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -77,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
             "--channel-fd" => args.channel_fd = num()?,
             "--seccomp-fd" => args.seccomp_fd = Some(num()?),
             "--log-level" => args.log_level = num()?,
+            "--zygote" => args.zygote = true,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -97,19 +105,35 @@ fn main() {
     }
     // SAFETY: the supervisor hands the channel over at this fd number; nothing else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(args.channel_fd) };
+    if args.zygote {
+        if args.seccomp_fd.is_some() {
+            eprintln!(
+                "caffe-sandbox-worker: --zygote takes no --seccomp-fd (each child gets its own)"
+            );
+            std::process::exit(EXIT_INIT);
+        }
+        std::process::exit(zygote::run(fd));
+    }
+    std::process::exit(worker_main(fd, args.seccomp_fd));
+}
+
+/// Steps 2 and 3 and then the requests: install the seccomp programs at `seccomp_fd` (if any), send `Hello` on
+/// the channel `fd`, serve. Returns the exit code.
+fn worker_main(fd: OwnedFd, seccomp_fd: Option<RawFd>) -> i32 {
+    let raw = fd.as_raw_fd();
     let channel = match WorkerChannel::new(fd) {
         Ok(c) => CHANNEL.get_or_init(|| c),
         Err(e) => {
-            eprintln!("caffe-sandbox-worker: channel fd {}: {e}", args.channel_fd);
-            std::process::exit(EXIT_INIT);
+            eprintln!("caffe-sandbox-worker: channel fd {raw}: {e}");
+            return EXIT_INIT;
         }
     };
-    let (listener, pending_filter) = match args.seccomp_fd {
+    let (listener, pending_filter) = match seccomp_fd {
         Some(fd) => match caffe_sandbox_worker::filter::install_from_fd(fd) {
             Ok((l, p)) => (Some(l), Some(p)),
             Err(e) => {
                 eprintln!("caffe-sandbox-worker: seccomp: {e}");
-                std::process::exit(EXIT_INIT);
+                return EXIT_INIT;
             }
         },
         None => (None, None),
@@ -121,16 +145,258 @@ fn main() {
         caffe_version: engine::caffe_version(),
     };
     let fds: Vec<_> = listener.iter().map(|l| l.as_fd()).collect();
-    if let Err(e) = channel.send(
-        &Message::new(caffe_sandbox_protocol::HELLO_REQUEST_ID, hello),
-        &fds,
-    ) {
+    if let Err(e) = channel.send(&Message::new(HELLO_REQUEST_ID, hello), &fds) {
         eprintln!("caffe-sandbox-worker: hello: {e}");
-        std::process::exit(EXIT_PROTOCOL);
+        return EXIT_PROTOCOL;
     }
     drop(fds);
     drop(listener); // the supervisor holds its copy; ours must not keep the listener alive
-    std::process::exit(serve(channel, pending_filter));
+    serve(channel, pending_filter)
+}
+
+/// The fork server. Single-purpose: it never reads model bytes or inputs, only `Fork` requests (each with a
+/// channel end and a stderr pipe) on its control channel, and it reaps its children through pidfds.
+mod zygote {
+    use super::*;
+
+    /// How long a fresh child waits for its seccomp programs before giving up.
+    const SECCOMP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    struct Child {
+        pidfd: OwnedFd,
+        pid: i32,
+        fork_id: u64,
+    }
+
+    /// Serves `Fork` requests until the supervisor hangs up; returns the exit code.
+    pub fn run(fd: OwnedFd) -> i32 {
+        let ctl = match ZygoteChannel::new(fd) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("caffe-sandbox-worker: zygote channel: {e}");
+                return EXIT_INIT;
+            }
+        };
+        let ready = FromZygote::Ready {
+            protocol_version: PROTOCOL_VERSION,
+            pid_in_ns: std::process::id(),
+            caffe_version: engine::caffe_version(),
+        };
+        if let Err(e) = ctl.send(&Message::new(HELLO_REQUEST_ID, ready), &[]) {
+            eprintln!("caffe-sandbox-worker: zygote ready: {e}");
+            return EXIT_PROTOCOL;
+        }
+        let mut children: Vec<Child> = Vec::new();
+        loop {
+            let mut pfds: Vec<libc::pollfd> = std::iter::once(ctl.as_fd().as_raw_fd())
+                .chain(children.iter().map(|c| c.pidfd.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the duration of the call.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!(
+                    "caffe-sandbox-worker: zygote poll: {}",
+                    std::io::Error::last_os_error()
+                );
+                return EXIT_PROTOCOL;
+            }
+            // Reap first (frees fds and pids), then serve the control channel.
+            let ended: Vec<usize> = (1..pfds.len()).filter(|&i| pfds[i].revents != 0).collect();
+            for &i in ended.iter().rev() {
+                let c = children.swap_remove(i - 1);
+                let status = reap(&c);
+                let msg = FromZygote::ChildExited {
+                    pid_in_ns: c.pid as u32,
+                    status,
+                };
+                if let Err(e) = ctl.send(&Message::new(c.fork_id, msg), &[]) {
+                    eprintln!("caffe-sandbox-worker: zygote: {e}");
+                    return EXIT_PROTOCOL;
+                }
+            }
+            if pfds[0].revents == 0 {
+                continue;
+            }
+            let (msg, mut fds) = match ctl.try_recv() {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // The supervisor hung up: end (pid 1 of the namespace: its children die with it).
+                Err(ProtocolError::Closed) => return 0,
+                Err(e) => {
+                    eprintln!("caffe-sandbox-worker: zygote: {e}");
+                    return EXIT_PROTOCOL;
+                }
+            };
+            let reply = match msg.body {
+                ToZygote::Fork => {
+                    let stderr = fds
+                        .pop()
+                        .expect("Fork carries 2 fds (checked by the channel)");
+                    let channel = fds
+                        .pop()
+                        .expect("Fork carries 2 fds (checked by the channel)");
+                    match fork_child(channel, stderr) {
+                        Ok(child) => {
+                            let reply = FromZygote::Forked {
+                                pid_in_ns: child.pid as u32,
+                            };
+                            let sent = ctl
+                                .send(&Message::new(msg.request_id, reply), &[child.pidfd.as_fd()]);
+                            children.push(Child {
+                                fork_id: msg.request_id,
+                                ..child
+                            });
+                            sent
+                        }
+                        Err(e) => ctl.send(
+                            &Message::new(
+                                msg.request_id,
+                                FromZygote::ForkFailed {
+                                    message: e.to_string(),
+                                },
+                            ),
+                            &[],
+                        ),
+                    }
+                }
+                ToZygote::InstallSeccomp => {
+                    eprintln!(
+                        "caffe-sandbox-worker: zygote: InstallSeccomp on the control channel"
+                    );
+                    return EXIT_PROTOCOL;
+                }
+            };
+            if let Err(e) = reply {
+                eprintln!("caffe-sandbox-worker: zygote: {e}");
+                return EXIT_PROTOCOL;
+            }
+        }
+    }
+
+    /// Reaps an ended child through its pidfd.
+    fn reap(c: &Child) -> ChildStatus {
+        loop {
+            // SAFETY: siginfo_t is plain data; zeroed is a valid value that waitid overwrites.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: P_PIDFD (3) with a pidfd we own and a valid siginfo pointer.
+            let r = unsafe {
+                libc::waitid(
+                    3 as libc::idtype_t,
+                    c.pidfd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED,
+                )
+            };
+            if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+                continue;
+            }
+            if r == -1 {
+                // Cannot happen for our own child; report it as killed rather than invent an exit code.
+                return ChildStatus::Signaled(libc::SIGKILL as u8);
+            }
+            // SAFETY: waitid filled `info` for a child state change.
+            let (code, status) = unsafe { (info.si_code, info.si_status()) };
+            return if code == libc::CLD_EXITED {
+                ChildStatus::Exited(status as u8)
+            } else {
+                ChildStatus::Signaled(status.clamp(1, 64) as u8)
+            };
+        }
+    }
+
+    /// Forks one worker. The child never returns from here.
+    fn fork_child(channel: OwnedFd, stderr: OwnedFd) -> std::io::Result<Child> {
+        // SAFETY: the zygote is single-purpose and, at this point, single-threaded in everything that matters:
+        // its only Rust thread is this one, and OpenBLAS's pthread_atfork prepare handler stops the BLAS
+        // thread pool before the fork (the child starts its own lazily). glibc's fork makes malloc usable in
+        // the child. The child only uses raw system calls and this program's own code until it installs seccomp.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: `_exit` never returns; destructors of the zygote's state must not run in the child.
+            unsafe { libc::_exit(child_main(channel, stderr)) }
+        }
+        drop((channel, stderr));
+        // SAFETY: pidfd_open(pid, 0) on our own unreaped child; the result is a new fd we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: kill and waitpid on our own child, which must not outlive a failed fork request.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(e);
+        }
+        // SAFETY: pidfd_open returned a new fd that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(Child {
+            pidfd,
+            pid,
+            fork_id: 0,
+        })
+    }
+
+    /// The child: only its own fds (0 = /dev/null, 1 and 2 = its stderr pipe, 3 = its channel), then its
+    /// seccomp programs (compiled for its pid), `Hello`, serve.
+    fn child_main(channel: OwnedFd, stderr: OwnedFd) -> i32 {
+        let (ch, err) = (channel.into_raw_fd(), stderr.into_raw_fd());
+        // SAFETY: dup2 and close_range on fds this process owns; fd 3 (the zygote's control channel) is
+        // replaced by the child's own channel, and every other inherited fd (the zygote's pidfds of the
+        // siblings, the received originals) is closed.
+        let ok = unsafe {
+            libc::dup2(err, 2) == 2
+                && libc::dup2(err, 1) == 1
+                && libc::dup2(ch, 3) == 3
+                && libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) == 0
+        };
+        if !ok {
+            eprintln!(
+                "caffe-sandbox-worker: child fds: {}",
+                std::io::Error::last_os_error()
+            );
+            return EXIT_INIT;
+        }
+        // SAFETY: fd 3 is the channel dup'ed above; nothing else owns it now.
+        let fd = unsafe { OwnedFd::from_raw_fd(3) };
+        let pre = match ZygoteChannel::new(fd) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("caffe-sandbox-worker: child channel: {e}");
+                return EXIT_INIT;
+            }
+        };
+        let (msg, mut fds) = match pre.recv(Some(SECCOMP_WAIT)) {
+            Ok(m) => m,
+            Err(ProtocolError::Closed) => return 0,
+            Err(e) => {
+                eprintln!("caffe-sandbox-worker: waiting for the seccomp programs: {e}");
+                return EXIT_PROTOCOL;
+            }
+        };
+        if msg.body != ToZygote::InstallSeccomp {
+            eprintln!(
+                "caffe-sandbox-worker: expected InstallSeccomp, got {:?}",
+                msg.body
+            );
+            return EXIT_PROTOCOL;
+        }
+        let bundle = fds
+            .pop()
+            .expect("InstallSeccomp carries 1 fd (checked by the channel)");
+        worker_main(pre.into_inner(), Some(bundle.into_raw_fd()))
+    }
 }
 
 /// The worker's state between requests.
