@@ -197,6 +197,12 @@ pub const PROBES: &[ProbeSpec] = &[
         after_load: true,
     },
     ProbeSpec {
+        name: "mmap_exec_after_load",
+        group: "seccomp",
+        what: "mmap(PROT_EXEC) after the model is loaded",
+        after_load: true,
+    },
+    ProbeSpec {
         name: "open_after_load",
         group: "seccomp",
         what: "open(/dev/urandom) after the model is loaded",
@@ -674,7 +680,7 @@ pub fn perform(name: &str) -> String {
             let r = unsafe { libc::link(a.as_ptr(), b.as_ptr()) };
             rc(r as _, "link(<binary>, /scratch/hardlink)")
         }
-        "mmap_exec" => mmap_exec(),
+        "mmap_exec" | "mmap_exec_after_load" => mmap_exec(),
         "mprotect_exec_after_load" => {
             // SAFETY: an anonymous private mapping we own.
             let m = unsafe {

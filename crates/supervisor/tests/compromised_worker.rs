@@ -40,6 +40,16 @@ fn cfg(attack: &str) -> LaunchConfig {
     let mut c = LaunchConfig::discover()
         .expect("launch config (run scripts/setup and build the workspace)");
     c.worker_exe = built("examples/attacker_test_double");
+    // `cargo test --test compromised_worker` alone does not rebuild examples: refuse a stale double.
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for src in ["examples/attacker_test_double.rs", "src/probe.rs"] {
+        assert!(
+            mtime(&c.worker_exe) >= mtime(&manifest.join(src)),
+            "{} is older than {src}: rebuild it (cargo build -p caffe-sandbox-supervisor --examples)",
+            c.worker_exe.display()
+        );
+    }
     c.stage2_exe = Some(built("caffe-sandbox-jail-stage2"));
     c.extra_env.push(("ATTACK".into(), attack.into()));
     c
@@ -200,7 +210,7 @@ fn expected(name: &str) -> &'static str {
         "setuid_root" => "setuid",
         "symlink_in_scratch" => "symlink",
         "hardlink_in_scratch" => "link",
-        "mmap_exec" => "mmap",
+        "mmap_exec" | "mmap_exec_after_load" => "mmap",
         "mprotect_exec_after_load" => "mprotect",
         "inherited_fds" => "none",
         "raise_rlimit" => "prlimit64",
