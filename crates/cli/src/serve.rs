@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Replace a worker whose resident memory exceeds this many MiB.
     #[arg(long, value_name = "MIB")]
     pub recycle_rss_mib: Option<u64>,
+    /// BLAS threads per worker (default: the CPUs divided among the workers, at least 1).
+    #[arg(long, value_name = "N")]
+    pub blas_threads: Option<usize>,
     /// Largest batch (first dimension) accepted in FP32 inputs.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_batch: usize,
@@ -78,6 +81,7 @@ fn start(args: ServeArgs) -> Result<(), String> {
         max_batch: args.max_batch,
         memory_limit_bytes: None,
         cpu_limit_seconds: None,
+        blas_threads: args.blas_threads,
     };
     let models = match (&args.model, &args.model_repository) {
         (Some(dir), _) => vec![repository::single(dir, &defaults)?],

@@ -156,6 +156,13 @@ impl Pool {
         if let Some(c) = spec.serving.cpu_limit_seconds {
             cfg.limits.cpu_seconds = Some(c);
         }
+        // N workers each starting one BLAS thread per CPU would oversubscribe the cores: share them out.
+        let blas = spec.serving.blas_threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cpus / spec.serving.workers).max(1)
+        });
+        cfg.extra_env
+            .push(("OPENBLAS_NUM_THREADS".into(), blas.to_string().into()));
         let deadlines = Deadlines {
             load: spec.serving.load_timeout,
             request: spec.serving.request_timeout,

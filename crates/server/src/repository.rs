@@ -10,7 +10,7 @@
 //!
 //! `config.toml` keys (all optional; defaults come from the command line):
 //! `workers`, `max_queue`, `timeout_seconds`, `load_timeout_seconds`, `recycle_after_requests`,
-//! `recycle_rss_mib`, `max_batch`, `memory_limit_mib`, `cpu_limit_seconds`, and `versions` (list of versions to
+//! `recycle_rss_mib`, `max_batch`, `memory_limit_mib`, `cpu_limit_seconds`, `blas_threads`, and `versions` (list of versions to
 //! serve; default: the highest one, like Triton's `latest 1` policy).
 //! `--model DIR` serves one model directory as version 1 under the directory's name.
 use serde::Deserialize;
@@ -39,6 +39,8 @@ pub struct ServingConfig {
     pub memory_limit_bytes: Option<u64>,
     /// Worker CPU-time limit override (seconds).
     pub cpu_limit_seconds: Option<u64>,
+    /// BLAS threads per worker (`OPENBLAS_NUM_THREADS`); default: the CPUs divided among the workers, at least 1.
+    pub blas_threads: Option<usize>,
 }
 
 impl Default for ServingConfig {
@@ -53,6 +55,7 @@ impl Default for ServingConfig {
             max_batch: 8,
             memory_limit_bytes: None,
             cpu_limit_seconds: None,
+            blas_threads: None,
         }
     }
 }
@@ -79,6 +82,7 @@ struct ConfigFile {
     max_batch: Option<usize>,
     memory_limit_mib: Option<u64>,
     cpu_limit_seconds: Option<u64>,
+    blas_threads: Option<usize>,
     versions: Option<Vec<u64>>,
 }
 
@@ -223,6 +227,7 @@ fn apply(d: &ServingConfig, f: &ConfigFile) -> ServingConfigDraft {
             max_batch: f.max_batch.unwrap_or(d.max_batch),
             memory_limit_bytes: f.memory_limit_mib.map(|m| m << 20).or(d.memory_limit_bytes),
             cpu_limit_seconds: f.cpu_limit_seconds.or(d.cpu_limit_seconds),
+            blas_threads: f.blas_threads.or(d.blas_threads),
             ..d.clone()
         },
         timeout: f.timeout_seconds,
@@ -272,6 +277,9 @@ fn check(draft: impl Into<ServingConfigDraft>, dir: &Path) -> Result<ServingConf
             "max_batch must be 1..=4096, not {}",
             s.max_batch
         )));
+    }
+    if s.blas_threads.is_some_and(|n| !(1..=256).contains(&n)) {
+        return Err(ctx("blas_threads must be 1..=256".into()));
     }
     if s.recycle_after_requests == Some(0) {
         return Err(ctx("recycle_after_requests must be at least 1".into()));
