@@ -306,7 +306,7 @@ mod tests {
         }
         std::fs::write(
             r.join("m/config.toml"),
-            "workers = 3\ntimeout_seconds = 2.5\n",
+            "workers = 3\ntimeout_seconds = 2.5\nblas_threads = 2\n",
         )
         .unwrap();
         std::fs::create_dir_all(r.join("other/1")).unwrap();
@@ -317,6 +317,7 @@ mod tests {
             ("m", "10")
         );
         assert_eq!(specs[0].serving.workers, 3);
+        assert_eq!(specs[0].serving.blas_threads, Some(2));
         assert_eq!(
             specs[0].serving.request_timeout,
             Duration::from_millis(2500)
@@ -342,6 +343,9 @@ mod tests {
         std::fs::write(r.join("m/config.toml"), "workers = 0\n").unwrap();
         let e = scan(&r, &ServingConfig::default()).unwrap_err();
         assert!(e.contains("workers must be"), "{e}");
+        std::fs::write(r.join("m/config.toml"), "blas_threads = 0\n").unwrap();
+        let e = scan(&r, &ServingConfig::default()).unwrap_err();
+        assert!(e.contains("blas_threads must be"), "{e}");
         std::fs::write(r.join("m/config.toml"), "versions = [7]\n").unwrap();
         let e = scan(&r, &ServingConfig::default()).unwrap_err();
         assert!(e.contains("version 7"), "{e}");
