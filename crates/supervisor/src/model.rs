@@ -69,12 +69,19 @@ fn verify_integrity(dir: &Path, integrity: &Integrity, files: &[(&Path, &Vec<u8>
         caffe_sandbox_firewall::integrity::verify_signature(key, &text, &sig)
             .map_err(|e| refuse(format!("{}: {e}", spath.display())))?;
     }
-    let text = String::from_utf8(text).map_err(|_| refuse(format!("{}: not UTF-8", mpath.display())))?;
+    let text =
+        String::from_utf8(text).map_err(|_| refuse(format!("{}: not UTF-8", mpath.display())))?;
     let manifest = caffe_sandbox_firewall::integrity::Manifest::from_toml(&text)
         .map_err(|e| refuse(format!("{}: {e}", mpath.display())))?;
     for (path, bytes) in files {
-        let name = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned();
-        manifest.verify_bytes(&name, bytes).map_err(|e| refuse(format!("{}: {e}", path.display())))?;
+        let name = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        manifest
+            .verify_bytes(&name, bytes)
+            .map_err(|e| refuse(format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -161,7 +168,11 @@ impl ModelBundle {
         let weights_path = config.weights_path(dir)?;
         let net = read_regular_file(&prototxt_path, limits.max_prototxt_bytes)?;
         let weights = read_regular_file(&weights_path, limits.max_weights_bytes)?;
-        verify_integrity(dir, integrity, &[(&prototxt_path, &net), (&weights_path, &weights)])?;
+        verify_integrity(
+            dir,
+            integrity,
+            &[(&prototxt_path, &net), (&weights_path, &weights)],
+        )?;
         let labels = match config.labels_path(dir)? {
             Some(p) => Some(parse_labels(
                 &read_regular_file(&p, limits.max_labels_bytes)?,

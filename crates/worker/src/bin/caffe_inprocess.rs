@@ -3,7 +3,8 @@
 //! tests (outputs must match the sandboxed path) and by `caffe-sandbox bench` (timings to compare against).
 //!
 //! Usage: caffe-inprocess --model DIR (--image FILE | --constant V) [--iters N] [--threads-note]
-//! Prints one JSON object: timings in milliseconds and every output blob.
+//! Prints one JSON object: timings in milliseconds and every output blob. Each forward includes decoding and
+//! preprocessing the image, as each sandboxed request does.
 use caffe_sandbox_preprocess::{DecodeLimits, ModelConfig};
 use caffe_sandbox_worker::engine::{self, Net, NetFormat};
 use caffe_sandbox_worker::pipeline::image_to_tensor;
@@ -77,25 +78,30 @@ fn run(args: Args) -> Result<serde_json::Value, String> {
         .or_else(|| net.input_names().first().cloned())
         .ok_or("net has no input")?;
     let dims = net.blob_shape(&input).map_err(|e| e.to_string())?;
-    let data = match (&args.image, args.constant) {
-        (Some(path), _) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            image_to_tensor(&bytes, &cfg.preprocess, &dims, &DecodeLimits::default())
-                .map_err(|e| e.to_string())?
+    // Each request prepares its input from the encoded bytes, exactly as the worker does per request.
+    let image = match &args.image {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    let prepare = || -> Result<Vec<f32>, String> {
+        match (&image, args.constant) {
+            (Some(bytes), _) => {
+                image_to_tensor(bytes, &cfg.preprocess, &dims, &DecodeLimits::default()).map_err(|e| e.to_string())
+            }
+            (None, Some(v)) => Ok(vec![v; dims.iter().product()]),
+            _ => unreachable!("checked in parse_args"),
         }
-        (None, Some(v)) => vec![v; dims.iter().product()],
-        _ => unreachable!("checked in parse_args"),
     };
     let t = Instant::now();
-    net.set_input(&input, &dims, &data)
-        .map_err(|e| e.to_string())?;
+    let data = prepare()?;
+    net.set_input(&input, &dims, &data).map_err(|e| e.to_string())?;
     net.forward().map_err(|e| e.to_string())?;
     let first_forward_ms = ms(t);
     let mut steady = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let t = Instant::now();
-        net.set_input(&input, &dims, &data)
-            .map_err(|e| e.to_string())?;
+        let data = prepare()?;
+        net.set_input(&input, &dims, &data).map_err(|e| e.to_string())?;
         net.forward().map_err(|e| e.to_string())?;
         steady.push(ms(t));
     }
