@@ -318,7 +318,7 @@ fn repository_deadline_replacement_recycling_and_a_refused_model() {
     write_model(&repo.join("slow/1"), &slow);
     std::fs::write(
         repo.join("slow/config.toml"),
-        "workers = 1\ntimeout_seconds = 1.0\nmax_batch = 256\n",
+        "workers = 1\ntimeout_seconds = 1.0\nmax_batch = 256\nrecycle_rss_mib = 1\n",
     )
     .unwrap();
     write_model(&repo.join("fpe/1"), FPE);
@@ -374,6 +374,11 @@ fn repository_deadline_replacement_recycling_and_a_refused_model() {
     let r = s.post_binary("/v2/models/slow/infer", &h, &bin);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["outputs"][0]["shape"], json!([1, 1024, 8, 8]));
+    // recycle_rss_mib = 1: any real worker is over it after a request, and is replaced.
+    s.wait_metric(
+        "caffe_sandbox_worker_restarts_total{model=\"slow\",cause=\"recycle_memory\"}",
+        1.0,
+    );
     let img = std::fs::read(sample("astronaut.png")).unwrap();
     let (h, bin) = image_request("data", &img, None);
     for _ in 0..3 {
