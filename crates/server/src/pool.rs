@@ -379,6 +379,13 @@ impl Slot {
                             &json!({ "model": self.shared.name, "version": self.shared.version,
                                      "error": e.to_string(), "label": e.label() }),
                         );
+                        if let Error::Worker {
+                            failure: WorkerFailure::SeccompViolation { syscall, .. },
+                            ..
+                        } = &e
+                        {
+                            self.shared.metrics.violation(&self.shared.name, syscall);
+                        }
                         if first {
                             *lock(&self.shared.load_error) = Some(format!("[{}] {e}", e.label()));
                             self.shared.warming.fetch_sub(1, Ordering::SeqCst);

@@ -25,6 +25,18 @@ fn hostile_models_and_inputs_amid_benign_load() {
     write_model(&repo.join("embed/1"), EMBED);
     write_model(&repo.join("fpe/1"), FPE);
     write_model(&repo.join("garbage/1"), "this is { not a prototxt");
+    // HDF5Output creates its file while the net is set up: the seccomp layer stops it at load.
+    let h5 = tmpdir("h5-target").join("escape.h5");
+    write_model(
+        &repo.join("hdf5/1"),
+        &format!(
+            "layer {{ name: \"in\" type: \"Input\" top: \"data\" top: \"label\" \
+             input_param {{ shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }} shape {{ dim: 1 }} }} }}\n\
+             layer {{ name: \"o\" type: \"HDF5Output\" bottom: \"data\" bottom: \"label\" \
+             hdf5_output_param {{ file_name: \"{}\" }} }}\n",
+            h5.display()
+        ),
+    );
     let s = Server::start(&[
         "--model-repository",
         repo.to_str().unwrap(),
@@ -54,6 +66,20 @@ fn hostile_models_and_inputs_amid_benign_load() {
         "{index}"
     );
     assert_eq!(state("garbage")["state"], "UNAVAILABLE", "{index}");
+    assert_eq!(state("hdf5")["state"], "UNAVAILABLE", "{index}");
+    assert!(
+        state("hdf5")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("seccomp_violation"),
+        "{index}"
+    );
+    assert!(!h5.exists(), "{} was created", h5.display());
+    let metrics = s.get("/metrics").text();
+    assert!(
+        metrics.contains("caffe_sandbox_sandbox_violations_total{model=\"hdf5\",syscall=\""),
+        "{metrics}"
+    );
 
     let want: Vec<Vec<f64>> = IMAGES.iter().map(|n| cli_probs(&sample(n))).collect();
     let images: Vec<Vec<u8>> = IMAGES
