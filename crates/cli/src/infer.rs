@@ -51,7 +51,7 @@ pub fn run(args: InferArgs) -> i32 {
     };
     let model = match ModelBundle::from_dir_with(
         &args.model,
-        &Default::default(),
+        &args.firewall.file_limits(),
         &args.firewall.mode(),
         &args.firewall.integrity(),
     ) {

@@ -22,7 +22,7 @@ pub fn run(args: InspectArgs) -> i32 {
     // Read the files exactly as `infer` would (model.toml-aware, size-capped, regular files only, manifest).
     let bundle = match ModelBundle::from_dir_with(
         &args.model,
-        &Default::default(),
+        &args.firewall.file_limits(),
         &FirewallMode::Off,
         &args.firewall.integrity(),
     ) {

@@ -101,9 +101,21 @@ pub struct FirewallArgs {
     /// (a minisign.pub file or the base64 key itself).
     #[arg(long, value_name = "KEY")]
     pub trusted_key: Option<String>,
+    /// Follow symlinks in the model directory that lead outside it (by default they are refused, so a hostile
+    /// model cannot make the supervisor read e.g. labels.txt -> /etc/passwd).
+    #[arg(long)]
+    pub allow_links_outside_model: bool,
 }
 
 impl FirewallArgs {
+    /// Caps and link policy for reading the model directory.
+    pub fn file_limits(&self) -> caffe_sandbox_supervisor::ModelFileLimits {
+        caffe_sandbox_supervisor::ModelFileLimits {
+            allow_links_outside: self.allow_links_outside_model,
+            ..Default::default()
+        }
+    }
+
     /// The integrity requirement these options describe.
     pub fn integrity(&self) -> caffe_sandbox_supervisor::Integrity {
         use caffe_sandbox_supervisor::Integrity;

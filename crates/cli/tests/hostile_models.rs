@@ -377,3 +377,30 @@ fn a_model_file_that_is_a_fifo_does_not_hang_the_supervisor() {
         assert!(took < Duration::from_secs(20), "{took:?}");
     }
 }
+
+/// A hostile model directory pointing its labels (or any model file) at a host file: the supervisor opens model
+/// files with openat2(RESOLVE_BENEATH), so the link is refused and no byte of the target reaches the output.
+#[test]
+fn symlinks_leading_out_of_the_model_directory_are_refused_without_leaking() {
+    let src = open_nsfw();
+    let secret = tmpdir("link-secret").join("secret.txt");
+    std::fs::write(&secret, "sfw\nSECRET-MARKER-7f3a\n").unwrap();
+    set_mode(&secret, 0o644);
+    let d = tmpdir("link-model");
+    for f in ["deploy.prototxt", "resnet_50_1by2_nsfw.caffemodel", "model.toml"] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+        set_mode(&d.join(f), 0o644);
+    }
+    std::os::unix::fs::symlink(&secret, d.join("labels.txt")).unwrap();
+    let img = sample("chelsea.png");
+    for who in both() {
+        let out = run(
+            who,
+            &["infer".as_ref(), "--json".as_ref(), "--model".as_ref(), d.as_os_str(), img.as_os_str()],
+        );
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{who:?}: {all}");
+        assert!(all.contains("outside the model directory"), "{all}");
+        assert!(!all.contains("SECRET-MARKER-7f3a"), "{all}");
+    }
+}

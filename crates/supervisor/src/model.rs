@@ -1,8 +1,8 @@
 //! A model as the supervisor hands it to a worker: the files of a model directory read once, size-capped,
 //! checked, and later sent as sealed memfds (the worker never gets a path to the model directory).
 use crate::error::{Error, Result};
-use crate::files::read_regular_file;
-use caffe_sandbox_preprocess::{parse_labels, ModelConfig};
+use crate::files::ModelDir;
+use caffe_sandbox_preprocess::{parse_labels, parse_mean, ModelConfig};
 use std::path::{Path, PathBuf};
 
 /// Caps on model files read by the supervisor.
@@ -12,6 +12,11 @@ pub struct ModelFileLimits {
     pub max_weights_bytes: u64,
     pub max_labels_bytes: u64,
     pub max_model_toml_bytes: u64,
+    /// Largest mean file (`preprocess.mean_file`).
+    pub max_mean_bytes: u64,
+    /// Follow symlinks that lead outside the model directory (explicit opt-in). By default every model file is
+    /// opened with `openat2(RESOLVE_BENEATH)` so a hostile model cannot point `labels.txt` at a host secret.
+    pub allow_links_outside: bool,
 }
 
 impl Default for ModelFileLimits {
@@ -21,6 +26,8 @@ impl Default for ModelFileLimits {
             max_weights_bytes: 2 << 30,
             max_labels_bytes: 8 << 20,
             max_model_toml_bytes: 64 << 10,
+            max_mean_bytes: 64 << 20,
+            allow_links_outside: false,
         }
     }
 }
@@ -53,7 +60,12 @@ pub enum Integrity {
     Signed { trusted_key: String },
 }
 
-fn verify_integrity(dir: &Path, integrity: &Integrity, files: &[(&Path, &Vec<u8>)]) -> Result<()> {
+fn verify_integrity(
+    mdir: &ModelDir,
+    integrity: &Integrity,
+    files: &[(&Path, &Vec<u8>)],
+) -> Result<()> {
+    let dir = mdir.path();
     let key = match integrity {
         Integrity::None => return Ok(()),
         Integrity::Manifest => None,
@@ -61,10 +73,10 @@ fn verify_integrity(dir: &Path, integrity: &Integrity, files: &[(&Path, &Vec<u8>
     };
     let refuse = |m: String| Error::Firewall(format!("integrity: {m}"));
     let mpath = dir.join("manifest.toml");
-    let text = read_regular_file(&mpath, 1 << 20)?;
+    let text = mdir.read(&mpath, 1 << 20)?;
     if let Some(key) = key {
         let spath = dir.join("manifest.toml.minisig");
-        let sig = String::from_utf8(read_regular_file(&spath, 1 << 20)?)
+        let sig = String::from_utf8(mdir.read(&spath, 1 << 20)?)
             .map_err(|_| refuse(format!("{}: not UTF-8", spath.display())))?;
         caffe_sandbox_firewall::integrity::verify_signature(key, &text, &sig)
             .map_err(|e| refuse(format!("{}: {e}", spath.display())))?;
@@ -147,9 +159,10 @@ impl ModelBundle {
                 ),
             });
         }
+        let mdir = ModelDir::open(dir, limits.allow_links_outside)?;
         let toml_path = dir.join("model.toml");
-        let model_toml = if toml_path.exists() {
-            let bytes = read_regular_file(&toml_path, limits.max_model_toml_bytes)?;
+        let model_toml = if mdir.contains(&toml_path) {
+            let bytes = mdir.read(&toml_path, limits.max_model_toml_bytes)?;
             Some(String::from_utf8(bytes).map_err(|_| Error::File {
                 path: toml_path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
@@ -157,8 +170,15 @@ impl ModelBundle {
         } else {
             None
         };
-        // load_from_dir parses the same file and reads (and caps) a mean file if one is configured.
-        let config = ModelConfig::load_from_dir(dir)?;
+        let mut config = match &model_toml {
+            Some(text) => ModelConfig::from_toml_str(text, &toml_path.display().to_string())?,
+            None => ModelConfig::default(),
+        };
+        if let Some(mean_file) = config.preprocess.mean_file.clone() {
+            let path = dir.join(&mean_file);
+            let bytes = mdir.read(&path, limits.max_mean_bytes)?;
+            config.preprocess.mean_image = Some(parse_mean(&bytes, &path.display().to_string())?);
+        }
         let mean_values = config
             .preprocess
             .mean_image
@@ -166,16 +186,16 @@ impl ModelBundle {
             .map(|m| m.per_channel());
         let prototxt_path = config.prototxt_path(dir)?;
         let weights_path = config.weights_path(dir)?;
-        let net = read_regular_file(&prototxt_path, limits.max_prototxt_bytes)?;
-        let weights = read_regular_file(&weights_path, limits.max_weights_bytes)?;
+        let net = mdir.read(&prototxt_path, limits.max_prototxt_bytes)?;
+        let weights = mdir.read(&weights_path, limits.max_weights_bytes)?;
         verify_integrity(
-            dir,
+            &mdir,
             integrity,
             &[(&prototxt_path, &net), (&weights_path, &weights)],
         )?;
         let labels = match config.labels_path(dir)? {
             Some(p) => Some(parse_labels(
-                &read_regular_file(&p, limits.max_labels_bytes)?,
+                &mdir.read(&p, limits.max_labels_bytes)?,
                 &p.display().to_string(),
             )?),
             None => None,
