@@ -92,7 +92,7 @@ pub fn write_model(dir: &Path, prototxt: &str) {
     }
 }
 
-/// A repository entry `<repo>/<name>/1/` linking to open_nsfw's files.
+/// A repository entry `<repo>/<name>/1/` holding open_nsfw's files (hard links or copies).
 pub fn link_open_nsfw(repo_dir: &Path, name: &str) {
     let v = repo_dir.join(name).join("1");
     std::fs::create_dir_all(&v).unwrap();
@@ -104,7 +104,11 @@ pub fn link_open_nsfw(repo_dir: &Path, name: &str) {
         "model.toml",
         "labels.txt",
     ] {
-        std::os::unix::fs::symlink(open_nsfw().join(f), v.join(f)).unwrap();
+        // Copies, not symlinks: the supervisor refuses model files that resolve outside the model directory.
+        let dst = v.join(f);
+        if std::fs::hard_link(open_nsfw().join(f), &dst).is_err() {
+            std::fs::copy(open_nsfw().join(f), &dst).unwrap();
+        }
     }
 }
 
