@@ -179,7 +179,7 @@ pub fn classify(f: &EndFacts<'_>) -> WorkerFailure {
         .map(|l| l.chars().take(300).collect::<String>());
     match f.status {
         ExitStatus::Signaled(libc::SIGSYS) => WorkerFailure::SeccompViolation {
-            syscall: "unknown (killed by the listener-less inference-phase filter)".into(),
+            syscall: "unknown (SIGSYS from a listener-less filter: the inference-phase filter, or an OCI runtime's static profile)".into(),
             arch: "x86_64".into(),
             phase: "inference".into(),
             detail: caffe_sandbox_seccomp::SIGSYS_CAUSE.into(),
