@@ -128,14 +128,18 @@ impl Drop for Served {
 }
 
 fn start_server(a: &Args, workers: usize, dir: &Path) -> Result<(Served, u16), String> {
-    // The model is served under the name "bench": a one-model repository linking to the model's files.
+    // The model is served under the name "bench": a one-model repository with the model's files.
     let repo_dir = dir.join(format!("repo{workers}"));
     let v = repo_dir.join("bench/1");
     std::fs::create_dir_all(&v).map_err(|e| e.to_string())?;
     for entry in std::fs::read_dir(&a.model).map_err(|e| e.to_string())? {
         let e = entry.map_err(|e| e.to_string())?;
         let target = e.path().canonicalize().map_err(|e| e.to_string())?;
-        let _ = std::os::unix::fs::symlink(target, v.join(e.file_name()));
+        // Hard links or copies: the supervisor refuses model files resolving outside the model directory.
+        let dst = v.join(e.file_name());
+        if !dst.exists() && std::fs::hard_link(&target, &dst).is_err() {
+            std::fs::copy(&target, &dst).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
     }
     std::fs::write(
         repo_dir.join("bench/config.toml"),
