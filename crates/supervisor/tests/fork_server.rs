@@ -306,6 +306,44 @@ fn a_seccomp_violation_in_a_forked_worker_is_reported_by_name() {
     );
 }
 
+#[test]
+fn a_full_fork_server_refuses_the_next_fork_and_keeps_its_workers() {
+    as_root_and_unprivileged(
+        "a_full_fork_server_refuses_the_next_fork_and_keeps_its_workers",
+        || {
+            // RLIMIT_NOFILE 20 leaves the zygote room for 8 children's pidfds (12 fds are reserved).
+            let mut c = cfg(true);
+            c.limits.open_files = Some(20);
+            let mut workers: Vec<Worker> = (0..8)
+                .map(|i| {
+                    Worker::start(&c, deadlines()).unwrap_or_else(|e| panic!("worker {i}: {e}"))
+                })
+                .collect();
+            let server = workers[0].fork_server_pid().unwrap();
+            let err = match Worker::start(&c, deadlines()) {
+                Ok(_) => panic!("a 9th worker was forked beyond the zygote's capacity"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("at capacity"), "{err}");
+            assert!(alive(server), "the fork server died at capacity");
+            for w in &workers {
+                assert!(alive(w.pid().unwrap()));
+            }
+            // One slot freed: the next fork works, from the same server.
+            workers.pop().unwrap().shutdown();
+            let w = Worker::start(&c, deadlines()).unwrap();
+            assert_eq!(w.fork_server_pid(), Some(server));
+            let mut w = w;
+            let segv = unchecked(&model_dir("cap", EMBED_SEGV));
+            w.load(&segv).unwrap();
+            assert_eq!(
+                w.infer(&[tensor([0.0, 1.0, 0.0])]).unwrap()[0].dims,
+                vec![1, 3, 2]
+            );
+        },
+    );
+}
+
 /// Not a test: the supervisor process of `the_fork_server_dies_with_the_supervisor` (run by it with
 /// `--ignored`). Starts a forked worker, prints the pids, then waits to be killed.
 #[test]

@@ -20,7 +20,7 @@ use caffe_sandbox_protocol::{
 };
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,20 @@ pub struct Zygote {
     next_id: AtomicU64,
     fork_lock: Mutex<()>,
     stderr: Mutex<Option<StderrCollector>>,
+    /// Forked workers not yet dropped by the supervisor.
+    live: Arc<AtomicUsize>,
+    /// At most this many at once: the zygote holds one pidfd per child under its RLIMIT_NOFILE, and a `Fork`
+    /// whose fds it could not receive would end it (and every worker it forked).
+    max_children: usize,
+}
+
+/// One of a zygote's child slots, released when the supervisor drops the child.
+pub struct ChildSlot(Arc<AtomicUsize>);
+
+impl Drop for ChildSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A worker freshly forked by a zygote, its seccomp programs sent, before its `Hello`.
@@ -57,6 +71,17 @@ pub struct ForkedChild {
     pub pidfd: OwnedFd,
     /// The policy its filter was compiled from (taken by the seccomp monitor).
     pub seccomp_policy: Option<caffe_sandbox_seccomp::ResolvedPolicy>,
+    /// Counts the child against the zygote's capacity while it exists.
+    pub slot: ChildSlot,
+}
+
+/// Fds of the zygote that are not per-child pidfds: 0–3, the two of a `Fork` in flight, and a margin for
+/// children the supervisor dropped before the zygote reaped them.
+const RESERVED_FDS: usize = 12;
+
+fn max_children(cfg: &LaunchConfig) -> usize {
+    let nofile = cfg.limits.open_files.unwrap_or(1024) as usize;
+    nofile.saturating_sub(RESERVED_FDS).max(1)
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Arc<Zygote>>> {
@@ -180,6 +205,8 @@ impl Zygote {
             next_id: AtomicU64::new(1),
             fork_lock: Mutex::new(()),
             stderr: Mutex::new(stderr),
+            live: Arc::default(),
+            max_children: max_children(cfg),
         })
     }
 
@@ -228,6 +255,16 @@ impl Zygote {
         cfg: &LaunchConfig,
         deadline: Instant,
     ) -> Result<(ForkedChild, SupervisorChannel, OwnedFd)> {
+        // Take a slot first; give it back if the fork does not happen.
+        let slot = ChildSlot(self.live.clone());
+        if self.live.fetch_add(1, Ordering::SeqCst) >= self.max_children {
+            return Err(Error::Sandbox(format!(
+                "fork server at capacity: {} workers alive (its open-files limit of {} bounds them: raise \
+                 ResourceLimits::open_files, or use the default path)",
+                self.max_children,
+                self.max_children + RESERVED_FDS
+            )));
+        }
         let (sup_end, worker_end) =
             socketpair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
         let (err_r, err_w) = pipe().map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
@@ -297,6 +334,7 @@ impl Zygote {
             pid_in_ns,
             pidfd,
             seccomp_policy: Some(policy),
+            slot,
         };
         Ok((child, channel, err_r))
     }
