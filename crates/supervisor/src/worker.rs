@@ -307,6 +307,16 @@ impl Worker {
             }
             None => {}
         }
+        // A forked worker is a new process the jail did not start: confirm its filter from the kernel's side
+        // (every thread in filter mode) rather than from its Hello.
+        if let Some(Proc::Forked(f)) = &w.launched {
+            let pid = f.pid;
+            if let caffe_sandbox_jail::LayerState::Weakened { reason } =
+                crate::seccomp_watch::confirm_from_kernel(pid, 1, &w.cfg.seccomp_policy_name())
+            {
+                return Err(w.sandbox_error(format!("forked worker's seccomp filter: {reason}")));
+            }
+        }
         Ok(self)
     }
 

@@ -6,6 +6,7 @@
 //!
 //! Needs `scripts/setup` (the Caffe prefix, open_nsfw) and the workspace built (`cargo test --workspace`);
 //! user namespaces and seccomp must be available: a missing precondition fails loudly.
+use caffe_sandbox_supervisor::seccomp_watch::confirm_from_kernel;
 use caffe_sandbox_supervisor::{
     Deadlines, Error, FirewallMode, Input, LaunchConfig, Layer, ModelBundle, Worker, WorkerFailure,
 };
@@ -201,6 +202,10 @@ fn forked_workers_compute_what_fresh_workers_compute_and_share_one_server() {
             assert_ne!(a.pid(), b.pid());
             for w in [&mut a, &mut b] {
                 w.load(&model).unwrap();
+                // The kernel's view: every thread (OpenBLAS's, restarted after the fork, included) runs under
+                // the listener filter and the stacked inference filter.
+                let state = confirm_from_kernel(w.pid().unwrap(), 2, "worker.json");
+                assert!(state.is_enforced(), "{state:?}");
                 for (i, input) in inputs.iter().enumerate() {
                     let got = w.infer(std::slice::from_ref(input)).unwrap();
                     assert_eq!(got[0].name, "prob");
