@@ -387,7 +387,11 @@ fn symlinks_leading_out_of_the_model_directory_are_refused_without_leaking() {
     std::fs::write(&secret, "sfw\nSECRET-MARKER-7f3a\n").unwrap();
     set_mode(&secret, 0o644);
     let d = tmpdir("link-model");
-    for f in ["deploy.prototxt", "resnet_50_1by2_nsfw.caffemodel", "model.toml"] {
+    for f in [
+        "deploy.prototxt",
+        "resnet_50_1by2_nsfw.caffemodel",
+        "model.toml",
+    ] {
         std::fs::copy(src.join(f), d.join(f)).unwrap();
         set_mode(&d.join(f), 0o644);
     }
@@ -396,7 +400,13 @@ fn symlinks_leading_out_of_the_model_directory_are_refused_without_leaking() {
     for who in both() {
         let out = run(
             who,
-            &["infer".as_ref(), "--json".as_ref(), "--model".as_ref(), d.as_os_str(), img.as_os_str()],
+            &[
+                "infer".as_ref(),
+                "--json".as_ref(),
+                "--model".as_ref(),
+                d.as_os_str(),
+                img.as_os_str(),
+            ],
         );
         let all = text(&out);
         assert_eq!(out.status.code(), Some(3), "{who:?}: {all}");

@@ -11,13 +11,25 @@ layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip" inner_product_p
 "#;
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fuzz corpus is committed with the crate)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the fuzz corpus is committed with the crate)",
+                dir.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() > 50, "corpus {} has only {} files", dir.display(), files.len());
+    assert!(
+        files.len() > 50,
+        "corpus {} has only {} files",
+        dir.display(),
+        files.len()
+    );
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
@@ -40,7 +52,8 @@ fn caffemodel_corpus_never_panics_and_canonical_weights_are_stable() {
     for data in corpus("fuzz_caffemodel") {
         if let Ok(m) = check(NET.as_bytes(), Some(&data), &policy) {
             let w = m.canonical_weights_bytes().expect("weights given").to_vec();
-            let again = check(NET.as_bytes(), Some(&w), &policy).expect("canonical weights re-check");
+            let again =
+                check(NET.as_bytes(), Some(&w), &policy).expect("canonical weights re-check");
             assert_eq!(again.canonical_weights_bytes(), Some(w.as_slice()));
         }
     }
