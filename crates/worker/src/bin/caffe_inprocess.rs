@@ -86,7 +86,8 @@ fn run(args: Args) -> Result<serde_json::Value, String> {
     let prepare = || -> Result<Vec<f32>, String> {
         match (&image, args.constant) {
             (Some(bytes), _) => {
-                image_to_tensor(bytes, &cfg.preprocess, &dims, &DecodeLimits::default()).map_err(|e| e.to_string())
+                image_to_tensor(bytes, &cfg.preprocess, &dims, &DecodeLimits::default())
+                    .map_err(|e| e.to_string())
             }
             (None, Some(v)) => Ok(vec![v; dims.iter().product()]),
             _ => unreachable!("checked in parse_args"),
@@ -94,14 +95,16 @@ fn run(args: Args) -> Result<serde_json::Value, String> {
     };
     let t = Instant::now();
     let data = prepare()?;
-    net.set_input(&input, &dims, &data).map_err(|e| e.to_string())?;
+    net.set_input(&input, &dims, &data)
+        .map_err(|e| e.to_string())?;
     net.forward().map_err(|e| e.to_string())?;
     let first_forward_ms = ms(t);
     let mut steady = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let t = Instant::now();
         let data = prepare()?;
-        net.set_input(&input, &dims, &data).map_err(|e| e.to_string())?;
+        net.set_input(&input, &dims, &data)
+            .map_err(|e| e.to_string())?;
         net.forward().map_err(|e| e.to_string())?;
         steady.push(ms(t));
     }
