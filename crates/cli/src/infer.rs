@@ -182,17 +182,10 @@ pub fn run(args: InferArgs) -> i32 {
             }
         }
         println!();
-        println!(
-            "isolation layers (worker pid {}):",
-            worker_pid_note(&layers)
-        );
+        println!("isolation layers in force:");
         print!("{layers}");
     }
     code
-}
-
-fn worker_pid_note(_l: &caffe_sandbox_supervisor::LayerReport) -> &'static str {
-    "1 inside its own pid namespace"
 }
 
 fn stderr_tail(e: &Error) -> Option<String> {

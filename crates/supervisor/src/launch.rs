@@ -33,6 +33,29 @@ pub struct ResourceLimits {
     pub scratch_bytes: u64,
 }
 
+impl ResourceLimits {
+    /// The rlimits the jail sets.
+    pub fn jail_limits(&self) -> caffe_sandbox_jail::Limits {
+        caffe_sandbox_jail::Limits {
+            address_space: self.address_space_bytes,
+            data: None,
+            cpu_seconds: self.cpu_seconds,
+            file_size: self.file_size_bytes,
+            nofile: self.open_files,
+            nproc: self.processes,
+        }
+    }
+
+    /// The cgroup v2 limits requested (applied only in a delegated v2 hierarchy).
+    pub fn cgroup_limits(&self) -> caffe_sandbox_jail::CgroupLimits {
+        caffe_sandbox_jail::CgroupLimits {
+            memory_max: self.address_space_bytes,
+            cpu_max: None,
+            pids_max: self.processes,
+        }
+    }
+}
+
 impl Default for ResourceLimits {
     fn default() -> Self {
         ResourceLimits {
@@ -295,14 +318,10 @@ fn worker_spec(
     });
     spec.pass_fds = pass_fds;
     spec.stdout = StdoutMode::Stderr;
-    spec.limits = caffe_sandbox_jail::Limits {
-        address_space: cfg.limits.address_space_bytes,
-        data: None,
-        cpu_seconds: cfg.limits.cpu_seconds,
-        file_size: cfg.limits.file_size_bytes,
-        nofile: cfg.limits.open_files,
-        nproc: cfg.limits.processes,
-    };
+    spec.limits = cfg.limits.jail_limits();
+    // Requested so the report states honestly whether a delegated cgroup v2 could enforce them; the layer is
+    // optional (see README): without it the rlimits above bound the worker.
+    spec.cgroup = Some(cfg.limits.cgroup_limits());
     spec.allow_weaker = cfg
         .allow_weaker
         .iter()

@@ -133,14 +133,8 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
     });
     sandbox.pass_fds = pass_fds;
     sandbox.stdout = StdoutMode::Stderr;
-    sandbox.limits = caffe_sandbox_jail::Limits {
-        address_space: cfg.limits.address_space_bytes,
-        data: None,
-        cpu_seconds: cfg.limits.cpu_seconds,
-        file_size: cfg.limits.file_size_bytes,
-        nofile: cfg.limits.open_files,
-        nproc: cfg.limits.processes,
-    };
+    sandbox.limits = cfg.limits.jail_limits();
+    sandbox.cgroup = Some(cfg.limits.cgroup_limits());
     sandbox.allow_weaker = cfg
         .allow_weaker
         .iter()

@@ -166,6 +166,8 @@ pub struct Worker {
     channel: SupervisorChannel,
     stderr: Option<StderrCollector>,
     seccomp: Option<SeccompWatch>,
+    /// The seccomp state confirmed from the kernel after `Hello`.
+    seccomp_state: Option<LayerState>,
     deadlines: Deadlines,
     limits: Limits,
     next_id: u64,
@@ -195,6 +197,7 @@ impl Worker {
             channel,
             stderr: Some(StderrCollector::start(stderr, StderrCollector::DEFAULT_CAP)),
             seccomp: None,
+            seccomp_state: None,
             deadlines,
             limits: Limits::default(),
             next_id: 1,
@@ -225,6 +228,7 @@ impl Worker {
             channel,
             stderr,
             seccomp: None,
+            seccomp_state: None,
             deadlines,
             limits: Limits::default(),
             next_id: 1,
@@ -307,14 +311,20 @@ impl Worker {
             }
             None => {}
         }
-        // A forked worker is a new process the jail did not start: confirm its filter from the kernel's side
-        // (every thread in filter mode) rather than from its Hello.
-        if let Some(Proc::Forked(f)) = &w.launched {
-            let pid = f.pid;
-            if let caffe_sandbox_jail::LayerState::Weakened { reason } =
-                crate::seccomp_watch::confirm_from_kernel(pid, 1, &w.cfg.seccomp_policy_name())
-            {
-                return Err(w.sandbox_error(format!("forked worker's seccomp filter: {reason}")));
+        // Confirm the filter from the kernel's side (every thread in filter mode) rather than from the worker's
+        // Hello: a worker that handed over a listener but filtered only one thread must not count as sandboxed.
+        if w.seccomp.is_some() {
+            if let Some(pid) = w.pid() {
+                match crate::seccomp_watch::confirm_from_kernel(
+                    pid,
+                    1,
+                    &w.cfg.seccomp_policy_name(),
+                ) {
+                    caffe_sandbox_jail::LayerState::Weakened { reason } => {
+                        return Err(w.sandbox_error(format!("worker's seccomp filter: {reason}")));
+                    }
+                    state => w.seccomp_state = Some(state),
+                }
             }
         }
         Ok(self)
@@ -327,7 +337,9 @@ impl Worker {
             Some(Proc::Forked(f)) => forked_layers(f),
             None => LayerReport::default(),
         };
-        let state = if self.seccomp.is_some() {
+        let state = if let Some(confirmed) = &self.seccomp_state {
+            confirmed.clone()
+        } else if self.seccomp.is_some() {
             LayerState::enforced(format!(
                 "{}; violations reported through the user-notification listener",
                 self.cfg.seccomp_policy_name()

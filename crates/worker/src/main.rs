@@ -128,6 +128,10 @@ fn worker_main(fd: OwnedFd, seccomp_fd: Option<RawFd>) -> i32 {
             return EXIT_INIT;
         }
     };
+    // Everything Hello needs is computed before the filter exists, so that sending Hello (which hands the
+    // supervisor the listener) is the first thing the worker does under it.
+    let pid = std::process::id();
+    let caffe_version = engine::caffe_version();
     let (listener, pending_filter) = match seccomp_fd {
         Some(fd) => match caffe_sandbox_worker::filter::install_from_fd(fd) {
             Ok((l, p)) => (Some(l), Some(p)),
@@ -140,9 +144,9 @@ fn worker_main(fd: OwnedFd, seccomp_fd: Option<RawFd>) -> i32 {
     };
     let hello = FromWorker::Hello {
         protocol_version: PROTOCOL_VERSION,
-        worker_pid_in_ns: std::process::id(),
+        worker_pid_in_ns: pid,
         seccomp_listener: listener.is_some(),
-        caffe_version: engine::caffe_version(),
+        caffe_version,
     };
     let fds: Vec<_> = listener.iter().map(|l| l.as_fd()).collect();
     if let Err(e) = channel.send(&Message::new(HELLO_REQUEST_ID, hello), &fds) {
