@@ -183,7 +183,30 @@ impl Worker {
         if cfg.fork_server {
             return Self::start_forked(cfg, deadlines);
         }
-        Self::start_launched(cfg, deadlines, launch(cfg)?)
+        let mut w = Self::start_launched(cfg, deadlines, launch(cfg)?)?;
+        // Natively launched, the process the supervisor holds is the worker itself (pid 1 of its sandbox), so
+        // its filter can be confirmed from the kernel. (Other launchers, e.g. the OCI tier, hold a wrapper.)
+        w.confirm_seccomp_from_kernel()?;
+        Ok(w)
+    }
+
+    /// Confirms the seccomp filter from the kernel's side (every thread in filter mode) rather than from the
+    /// worker's Hello: a worker that handed over a listener but filtered only one thread must not count as
+    /// sandboxed.
+    fn confirm_seccomp_from_kernel(&mut self) -> Result<()> {
+        if self.seccomp.is_none() {
+            return Ok(());
+        }
+        if let Some(pid) = self.pid() {
+            match crate::seccomp_watch::confirm_from_kernel(pid, 1, &self.cfg.seccomp_policy_name())
+            {
+                LayerState::Weakened { reason } => {
+                    return Err(self.sandbox_error(format!("worker's seccomp filter: {reason}")));
+                }
+                state => self.seccomp_state = Some(state),
+            }
+        }
+        Ok(())
     }
 
     /// [`Worker::start`] with [`LaunchConfig::fork_server`]: fork from the configuration's zygote (started on
@@ -311,21 +334,9 @@ impl Worker {
             }
             None => {}
         }
-        // Confirm the filter from the kernel's side (every thread in filter mode) rather than from the worker's
-        // Hello: a worker that handed over a listener but filtered only one thread must not count as sandboxed.
-        if w.seccomp.is_some() {
-            if let Some(pid) = w.pid() {
-                match crate::seccomp_watch::confirm_from_kernel(
-                    pid,
-                    1,
-                    &w.cfg.seccomp_policy_name(),
-                ) {
-                    caffe_sandbox_jail::LayerState::Weakened { reason } => {
-                        return Err(w.sandbox_error(format!("worker's seccomp filter: {reason}")));
-                    }
-                    state => w.seccomp_state = Some(state),
-                }
-            }
+        // A forked worker is a process the jail did not start: confirm its filter from the kernel's side.
+        if matches!(w.launched, Some(Proc::Forked(_))) {
+            w.confirm_seccomp_from_kernel()?;
         }
         Ok(self)
     }
