@@ -543,6 +543,43 @@ fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// One table row: label, in-process value, sandboxed value, ratio and target (empty strings for none).
+fn row(label: &str, inproc: &str, sandboxed: &str, ratio: &str, target: &str) {
+    println!("{label:<38} {inproc:>12} {sandboxed:>12} {ratio:>8}   {target}");
+}
+
+/// The comparison rows shared by the default path and the fork server: load, first and steady forward, cold.
+fn comparison_rows(
+    f: &dyn Fn(&Value) -> String,
+    i: &Value,
+    s: &Value,
+    steady_ratio: &Value,
+    cold: (&str, &Value),
+) {
+    row(
+        "model load (ms)",
+        &f(&i["load_ms"]),
+        &f(&s["load_ms"]),
+        "",
+        "",
+    );
+    row(
+        "first forward (ms)",
+        &f(&i["first_forward_ms"]),
+        &f(&s["first_forward_ms"]),
+        "",
+        "",
+    );
+    row(
+        "steady forward, median (ms)",
+        &f(&i["steady_forward_median_ms"]),
+        &f(&s["steady_forward_median_ms"]),
+        &f(steady_ratio),
+        "(target ≤ 1.02)",
+    );
+    row(cold.0, "", "", &f(cold.1), "(target ≤ 1.10)");
+}
+
 fn print_table(v: &Value) {
     let f = |x: &Value| {
         x.as_f64()
@@ -558,93 +595,61 @@ fn print_table(v: &Value) {
         v["outputs_match_in_process_1e-6"]
     );
     println!();
-    println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "", "in-process", "sandboxed", "ratio"
-    );
-    let i = &v["in_process"];
-    let s = &v["sandboxed"];
-    let r = &v["ratios"];
-    println!(
-        "{:<34} {:>12} {:>12}",
+    let (i, s, r) = (&v["in_process"], &v["sandboxed"], &v["ratios"]);
+    row("", "in-process", "sandboxed", "ratio", "");
+    row(
         "spawn → ready (ms)",
         "-",
-        f(&s["spawn_to_ready_ms"])
-    );
-    println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "model load (ms)",
-        f(&i["load_ms"]),
-        f(&s["load_ms"]),
-        f(&r["load_sandboxed_over_in_process"])
-    );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "first forward (ms)",
-        f(&i["first_forward_ms"]),
-        f(&s["first_forward_ms"])
-    );
-    println!(
-        "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.02)",
-        "steady forward, median (ms)",
-        f(&i["steady_forward_median_ms"]),
-        f(&s["steady_forward_median_ms"]),
-        f(&r["steady_forward_sandboxed_over_in_process"])
-    );
-    println!(
-        "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)",
-        "cold: spawn+load+first ÷ load+first",
+        &f(&s["spawn_to_ready_ms"]),
         "",
         "",
-        f(&r["cold_sandboxed_over_in_process"])
+    );
+    comparison_rows(
+        &f,
+        i,
+        s,
+        &r["steady_forward_sandboxed_over_in_process"],
+        (
+            "cold: spawn+load+first ÷ load+first",
+            &r["cold_sandboxed_over_in_process"],
+        ),
     );
     let fs = &v["fork_server"];
     match fs.get("error") {
         Some(e) => println!("fork server: error: {e}"),
         None => {
             println!();
-            println!(
-                "{:<34} {:>12} {:>12} {:>8}",
-                "fork server (--fork-server)", "in-process", "forked", "ratio"
+            row(
+                "fork server (--fork-server)",
+                "in-process",
+                "forked",
+                "ratio",
+                "",
             );
-            println!(
-                "{:<34} {:>12} {:>12}",
+            row(
                 "server start + first fork (ms)",
                 "-",
-                f(&fs["server_start_and_first_fork_ms"])
+                &f(&fs["server_start_and_first_fork_ms"]),
+                "",
+                "",
             );
-            println!(
-                "{:<34} {:>12} {:>12}   (p50; p95 {})",
+            let p95 = format!("(p50; p95 {})", f(&fs["fork_to_ready"]["p95_ms"]));
+            row(
                 "fork → ready (ms)",
                 "-",
-                f(&fs["fork_to_ready"]["p50_ms"]),
-                f(&fs["fork_to_ready"]["p95_ms"])
-            );
-            println!(
-                "{:<34} {:>12} {:>12}",
-                "model load (ms)",
-                f(&i["load_ms"]),
-                f(&fs["load_ms"])
-            );
-            println!(
-                "{:<34} {:>12} {:>12}",
-                "first forward (ms)",
-                f(&i["first_forward_ms"]),
-                f(&fs["first_forward_ms"])
-            );
-            println!(
-                "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.02)",
-                "steady forward, median (ms)",
-                f(&i["steady_forward_median_ms"]),
-                f(&fs["steady_forward_median_ms"]),
-                f(&fs["steady_forward_forked_over_in_process"])
-            );
-            println!(
-                "{:<34} {:>12} {:>12} {:>8}   (target ≤ 1.10)",
-                "cold: fork+load+first ÷ load+first",
+                &f(&fs["fork_to_ready"]["p50_ms"]),
                 "",
-                "",
-                f(&fs["cold_forked_over_in_process"])
+                &p95,
+            );
+            comparison_rows(
+                &f,
+                i,
+                fs,
+                &fs["steady_forward_forked_over_in_process"],
+                (
+                    "cold: fork+load+first ÷ load+first",
+                    &fs["cold_forked_over_in_process"],
+                ),
             );
         }
     }

@@ -1,8 +1,8 @@
 //! `caffe-sandbox infer`: one sandboxed worker, one model, every input answered with a result or an error.
 use crate::exit;
 use crate::options::{FirewallArgs, SandboxArgs};
-use caffe_sandbox_preprocess::{parse_npy, top_k};
-use caffe_sandbox_supervisor::{Error, Input, ModelBundle, Output, Worker};
+use caffe_sandbox_preprocess::top_k;
+use caffe_sandbox_supervisor::{Error, ModelBundle, Output, Worker};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -29,9 +29,6 @@ pub struct InferArgs {
     #[command(flatten)]
     pub isolation: crate::isolation::IsolationArgs,
 }
-
-/// Largest input file read.
-const MAX_INPUT_BYTES: u64 = 64 << 20;
 
 struct Answer {
     input: PathBuf,
@@ -97,7 +94,7 @@ pub fn run(args: InferArgs) -> i32 {
 
     let mut answers = Vec::new();
     for path in &args.inputs {
-        let input = match read_input(path, &input_name) {
+        let input = match crate::workload::read_input(path, &input_name) {
             Ok(i) => i,
             Err(e) => {
                 answers.push(Answer {
@@ -202,29 +199,6 @@ fn stderr_tail(e: &Error) -> Option<String> {
         ),
         _ => None,
     }
-}
-
-fn read_input(path: &std::path::Path, input_name: &str) -> Result<Input, Error> {
-    let bytes = caffe_sandbox_supervisor::files::read_regular_file(path, MAX_INPUT_BYTES)?;
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
-    {
-        // Parsed in memory-safe Rust with caps; the worker receives only a validated float tensor.
-        let arr = parse_npy(&bytes, &path.display().to_string()).map_err(|e| Error::BadInput {
-            message: e.to_string(),
-            input: Some(path.display().to_string()),
-        })?;
-        return Ok(Input::Tensor {
-            name: input_name.to_string(),
-            dims: arr.shape,
-            data: arr.data,
-        });
-    }
-    Ok(Input::Image {
-        name: input_name.to_string(),
-        bytes,
-    })
 }
 
 fn pick_output<'a>(outs: &'a [Output], wanted: Option<&str>) -> Option<&'a Output> {

@@ -175,7 +175,7 @@ pub use codec::{decode, decode_from_worker, decode_to_worker, encode};
 pub use error::{ProtocolError, Result};
 pub use limits::Limits;
 pub use memfd::{
-    create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, Tensor, REQUIRED_SEALS,
+    create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, sealed_size, Tensor, REQUIRED_SEALS,
 };
 pub use message::{
     BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec, Message,

@@ -135,7 +135,12 @@ fn seal_names(seals: SealFlags) -> String {
 }
 
 /// Checks that `fd` is a regular file carrying all [`REQUIRED_SEALS`] and
-/// returns its size.
+/// returns its size. A reader that maps such a file (instead of `pread`ing
+/// it) cannot be hit by SIGBUS: the peer can no longer shrink or write it.
+pub fn sealed_size(fd: BorrowedFd<'_>, what: &str) -> Result<u64> {
+    check_sealed(fd, what)
+}
+
 fn check_sealed(fd: BorrowedFd<'_>, what: &str) -> Result<u64> {
     let seals = fcntl_get_seals(fd).map_err(|e| ProtocolError::NotMemfd {
         what: what.to_owned(),

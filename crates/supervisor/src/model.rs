@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::files::ModelDir;
 use caffe_sandbox_preprocess::{parse_labels, parse_mean, ModelConfig};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Caps on model files read by the supervisor.
@@ -119,6 +120,9 @@ pub struct ModelBundle {
     pub labels: Option<Vec<String>>,
     /// The firewall's report when it checked the model (None when the firewall was off).
     pub firewall: Option<caffe_sandbox_firewall::Report>,
+    /// The net and weights as sealed memfds, made once per model and shared by every worker that loads it
+    /// (sealed: no worker can change them for the next).
+    sealed: std::sync::Arc<std::sync::OnceLock<(OwnedFd, OwnedFd)>>,
 }
 
 impl ModelBundle {
@@ -212,6 +216,7 @@ impl ModelBundle {
             weights,
             labels,
             firewall: None,
+            sealed: Default::default(),
         };
         if let FirewallMode::Enforce(policy) = firewall {
             let checked = caffe_sandbox_firewall::check(&bundle.net, Some(&bundle.weights), policy)
@@ -230,7 +235,49 @@ impl ModelBundle {
             }
             bundle.firewall = Some(checked.report().clone());
         }
+        // Made now, as part of preparing the model (like reading its files), not on each worker's load path.
+        bundle.sealed_files()?;
         Ok(bundle)
+    }
+
+    /// A bundle from bytes already in memory, with default configuration (no model.toml, no labels, no
+    /// firewall report): for tools and tests that build a net themselves.
+    pub fn from_bytes(
+        dir: impl Into<PathBuf>,
+        net: Vec<u8>,
+        net_is_text: bool,
+        weights: Vec<u8>,
+    ) -> ModelBundle {
+        let dir = dir.into();
+        ModelBundle {
+            prototxt_path: dir.join("deploy.prototxt"),
+            weights_path: dir.join("weights.caffemodel"),
+            dir,
+            config: Default::default(),
+            model_toml: None,
+            mean_values: None,
+            net,
+            net_is_text,
+            weights,
+            labels: None,
+            firewall: None,
+            sealed: Default::default(),
+        }
+    }
+
+    /// The net and weights as sealed memfds (created on first use, then shared).
+    pub fn sealed_files(&self) -> Result<(BorrowedFd<'_>, BorrowedFd<'_>)> {
+        if self.sealed.get().is_none() {
+            let make = |what: &str, bytes: &[u8]| {
+                caffe_sandbox_protocol::create_sealed_memfd(what, bytes).map_err(|e| {
+                    Error::Sandbox(format!("cannot create a sealed memfd for {what}: {e}"))
+                })
+            };
+            let pair = (make("net", &self.net)?, make("weights", &self.weights)?);
+            let _ = self.sealed.set(pair);
+        }
+        let (n, w) = self.sealed.get().expect("set above");
+        Ok((n.as_fd(), w.as_fd()))
     }
 
     /// The JSON load options the worker expects (see crates/worker/src/options.rs).

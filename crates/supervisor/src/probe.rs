@@ -1110,20 +1110,12 @@ impl ProbeTargets {
 
 /// A tiny model the stand-in worker "loads" (it never parses it).
 pub fn dummy_bundle() -> ModelBundle {
-    ModelBundle {
-        dir: "probe".into(),
-        config: Default::default(),
-        model_toml: None,
-        mean_values: None,
-        prototxt_path: "probe/deploy.prototxt".into(),
-        weights_path: "probe/weights.caffemodel".into(),
-        net: b"layer { name: \"data\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 3 } } }\n"
-            .to_vec(),
-        net_is_text: true,
-        weights: Vec::new(),
-        labels: None,
-        firewall: None,
-    }
+    ModelBundle::from_bytes(
+        "probe",
+        b"layer { name: \"data\" type: \"Input\" top: \"data\" input_param { shape { dim: 1 dim: 3 } } }\n".to_vec(),
+        true,
+        Vec::new(),
+    )
 }
 
 /// Runs probe `name` in a sandbox started from `cfg` (its `worker_exe` must call [`probe_main_if_requested`]):

@@ -400,8 +400,7 @@ impl Worker {
         if let Some(s) = &self.seccomp {
             s.set_phase("load");
         }
-        let net = self.memfd("net", &model.net)?;
-        let weights = self.memfd("weights", &model.weights)?;
+        let (net, weights) = model.sealed_files()?;
         let options = model.load_options_json();
         let id = self.next_request_id();
         let msg = Message::new(
@@ -413,13 +412,12 @@ impl Worker {
             },
         );
         let deadline = Instant::now() + self.deadlines.load;
-        if let Err(e) =
-            self.channel
-                .send_deadline(&msg, &[net.as_fd(), weights.as_fd()], Some(deadline))
+        if let Err(e) = self
+            .channel
+            .send_deadline(&msg, &[net, weights], Some(deadline))
         {
             return Err(self.fail(Some(e)));
         }
-        drop((net, weights));
         let (body, _fds) = self.reply(id, deadline)?;
         match body {
             FromWorker::Loaded { inputs, outputs } => {

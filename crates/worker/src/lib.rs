@@ -5,5 +5,6 @@
 //! the golden tests and the bench.
 pub mod engine;
 pub mod filter;
+pub mod mapped;
 pub mod options;
 pub mod pipeline;

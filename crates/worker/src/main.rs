@@ -555,8 +555,9 @@ fn load(
     };
     let net_bytes = read_sealed_bytes(net_fd, "net", MAX_NET_BYTES)
         .map_err(|e| WorkerError::new(WorkerErrorKind::BadModel, e.to_string()))?;
-    let weights = read_sealed_bytes(weights_fd, "weights", MAX_WEIGHTS_BYTES)
-        .map_err(|e| WorkerError::new(WorkerErrorKind::BadWeights, e.to_string()))?;
+    let weights =
+        caffe_sandbox_worker::mapped::SealedMap::new(weights_fd, "weights", MAX_WEIGHTS_BYTES)
+            .map_err(|e| WorkerError::new(WorkerErrorKind::BadWeights, e.to_string()))?;
     let format = if options.net_is_text {
         NetFormat::Text
     } else {
@@ -565,9 +566,7 @@ fn load(
     let net = Net::new(
         &net_bytes,
         format,
-        Some(&weights)
-            .filter(|w| !w.is_empty())
-            .map(|w| w.as_slice()),
+        Some(&weights[..]).filter(|w| !w.is_empty()),
     )
     .map_err(|e| {
         let message = e.to_string();
