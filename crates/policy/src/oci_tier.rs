@@ -632,7 +632,6 @@ pub fn launch_worker(
             cgroup: None,
         },
         channel: Some(channel),
-        stderr: None,
         layers,
         seccomp_policy: Some(seccomp_policy),
     })

@@ -204,3 +204,14 @@ pub const MAX_BLOBS: usize = 256;
 /// Request id of the unsolicited `Hello`; the supervisor numbers its requests
 /// from 1.
 pub const HELLO_REQUEST_ID: u64 = 0;
+
+/// Exit codes of `caffe-sandbox-worker`: the one place both sides take them from. The supervisor never trusts
+/// them alone (it has the wait status, its own timers and the seccomp monitor); they only refine a cause.
+pub mod exit_code {
+    /// A Caffe CHECK failed; the worker reported it (if it could) and exited.
+    pub const CAFFE_CHECK_FAILED: i32 = 70;
+    /// The worker saw a protocol error from the supervisor's side (should not happen).
+    pub const PROTOCOL: i32 = 71;
+    /// The worker could not initialise (libraries, seccomp filter installation).
+    pub const INIT: i32 = 72;
+}

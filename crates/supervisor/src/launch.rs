@@ -258,7 +258,6 @@ pub fn shared_libraries(program: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
 pub struct Launched {
     pub sandbox: Sandboxed,
     pub channel: Option<SupervisorChannel>,
-    pub stderr: Option<OwnedFd>,
     pub layers: LayerReport,
     /// The resolved seccomp policy the worker's filter was compiled from (the monitor needs the same one).
     pub seccomp_policy: Option<caffe_sandbox_seccomp::ResolvedPolicy>,
@@ -300,7 +299,6 @@ pub fn launch(cfg: &LaunchConfig) -> Result<Launched> {
         .map_err(|e| Error::Sandbox(e.to_string()))?;
     let layers = sandbox.layers.clone();
     Ok(Launched {
-        stderr: None,
         channel: Some(channel),
         layers,
         seccomp_policy,

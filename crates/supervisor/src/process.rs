@@ -6,15 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Exit codes of `caffe-sandbox-worker` (see crates/worker/src/main.rs).
-pub mod exit_code {
-    /// A Caffe CHECK failed; the worker reported it (if it could) and exited.
-    pub const CAFFE_CHECK_FAILED: i32 = 70;
-    /// The worker saw a protocol error from the supervisor's side (should not happen).
-    pub const PROTOCOL: i32 = 71;
-    /// The worker could not initialise (libraries, seccomp filter installation).
-    pub const INIT: i32 = 72;
-}
+pub use caffe_sandbox_protocol::exit_code;
 
 /// Keeps the last `cap` bytes a worker wrote to stderr, counting the rest, on its own thread.
 pub struct StderrCollector {

@@ -25,9 +25,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-const EXIT_CHECK_FAILED: i32 = 70;
-const EXIT_PROTOCOL: i32 = 71;
-const EXIT_INIT: i32 = 72;
+use caffe_sandbox_protocol::exit_code::{
+    CAFFE_CHECK_FAILED as EXIT_CHECK_FAILED, INIT as EXIT_INIT, PROTOCOL as EXIT_PROTOCOL,
+};
 
 /// Largest net definition and weights accepted over the channel.
 const MAX_NET_BYTES: usize = 64 << 20;
