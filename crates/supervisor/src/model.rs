@@ -282,14 +282,13 @@ impl ModelBundle {
 
     /// The JSON load options the worker expects (see crates/worker/src/options.rs).
     pub fn load_options_json(&self) -> Vec<u8> {
-        serde_json::json!({
-            "net_is_text": self.net_is_text,
-            "model_toml": self.model_toml,
-            "mean_values": self.mean_values,
-            "max_image_side": 8192,
-        })
-        .to_string()
-        .into_bytes()
+        let wire = caffe_sandbox_preprocess::LoadOptionsWire {
+            net_is_text: self.net_is_text,
+            model_toml: self.model_toml.clone(),
+            mean_values: self.mean_values.clone(),
+            max_image_side: Some(8192),
+        };
+        serde_json::to_vec(&wire).expect("plain data serializes")
     }
 
     /// The input blob images go to (model.toml's `model.input`), if configured.

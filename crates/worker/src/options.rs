@@ -1,7 +1,7 @@
 //! Load options the supervisor sends with `LoadModel` (JSON in the message's opaque `preprocess` field):
 //! how the net bytes are encoded and how encoded images are turned into the input tensor.
 //! The supervisor validated the same model.toml text before sending it.
-use caffe_sandbox_preprocess::{DecodeLimits, ModelConfig, PreprocessConfig};
+use caffe_sandbox_preprocess::{DecodeLimits, LoadOptionsWire, ModelConfig, PreprocessConfig};
 
 /// What the worker needs besides the net and weights.
 #[derive(Debug, Clone, Default)]
@@ -15,18 +15,10 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// Parses the JSON the supervisor sent: `{"net_is_text": bool, "model_toml": string|null,
-    /// "mean_values": [f32]|null, "max_image_side": u32|null}`.
+    /// Parses the JSON the supervisor sent ([`LoadOptionsWire`]).
     pub fn from_json(bytes: &[u8]) -> Result<LoadOptions, String> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Wire {
-            net_is_text: bool,
-            model_toml: Option<String>,
-            mean_values: Option<Vec<f32>>,
-            max_image_side: Option<u32>,
-        }
-        let w: Wire = serde_json::from_slice(bytes).map_err(|e| format!("load options: {e}"))?;
+        let w: LoadOptionsWire =
+            serde_json::from_slice(bytes).map_err(|e| format!("load options: {e}"))?;
         let mut preprocess = match &w.model_toml {
             Some(text) => {
                 ModelConfig::from_toml_str(text, "model.toml")
