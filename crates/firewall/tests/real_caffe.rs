@@ -10,7 +10,7 @@ use std::process::Command;
 use caffe_sandbox_firewall::{check_dir, model_files, proto, FirewallPolicy};
 use prost_reflect::DynamicMessage;
 
-fn caffe_prefix() -> Option<std::path::PathBuf> {
+fn caffe_prefix() -> std::path::PathBuf {
     let prefix = std::env::var_os("CAFFE_PREFIX").map_or_else(
         || common::workspace().join(".cache/caffe/prefix"),
         Into::into,
@@ -19,13 +19,13 @@ fn caffe_prefix() -> Option<std::path::PathBuf> {
         prefix,
         "Caffe prefix",
         "run scripts/setup or set CAFFE_PREFIX",
-    )?;
+    );
     common::require(
         prefix.join("usr/bin/caffe"),
         "caffe tool",
         "run scripts/setup",
-    )?;
-    Some(prefix)
+    );
+    prefix
 }
 
 fn caffe(prefix: &Path, args: &[&std::ffi::OsStr], cwd: &Path) -> std::process::Output {
@@ -66,7 +66,7 @@ const KILL_REAL_CAFFE: &[&str] = &[
 
 #[test]
 fn corpus_entries_really_kill_caffe_and_are_refused() {
-    let Some(prefix) = caffe_prefix() else { return };
+    let prefix = caffe_prefix();
     let corpus = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let tmp = std::env::temp_dir().join(format!("fw-real-caffe-kill-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -123,25 +123,17 @@ fn canonical_open_nsfw_runs_identically_in_real_caffe() {
         || common::workspace().join(".cache/caffe/prefix"),
         Into::into,
     );
-    let Some(prefix) = common::require(
+    let prefix = common::require(
         prefix,
         "Caffe prefix",
         "run scripts/setup or set CAFFE_PREFIX",
-    ) else {
-        return;
-    };
-    if common::require(
+    );
+    common::require(
         prefix.join("usr/bin/caffe"),
         "caffe tool",
         "run scripts/setup",
-    )
-    .is_none()
-    {
-        return;
-    }
-    let Some(dir) = common::open_nsfw_dir() else {
-        return;
-    };
+    );
+    let dir = common::open_nsfw_dir();
     let model = check_dir(&dir, &FirewallPolicy::default()).expect("open_nsfw accepted");
     let tmp = std::env::temp_dir().join(format!("fw-real-caffe-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -198,7 +190,7 @@ fn caffe_top_shapes(log: &str) -> std::collections::BTreeMap<String, Vec<Vec<i64
 
 #[test]
 fn shape_inference_agrees_with_real_caffe_on_random_nets() {
-    let Some(prefix) = caffe_prefix() else { return };
+    let prefix = caffe_prefix();
     let tmp = std::env::temp_dir().join(format!("fw-real-caffe-shapes-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let policy = FirewallPolicy::default();
@@ -265,7 +257,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "up" top: "ip" inner_product_par
 /// same outputs as the files Caffe wrote.
 #[test]
 fn model_made_with_real_caffe_passes_and_runs_identically() {
-    let Some(prefix) = caffe_prefix() else { return };
+    let prefix = caffe_prefix();
     let tmp = std::env::temp_dir().join(format!("fw-real-caffe-made-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let train = format!(
