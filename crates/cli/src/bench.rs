@@ -331,31 +331,16 @@ fn spawn_comparison(
     std::fs::write(&bpf_path, &bpf).map_err(|e| e.to_string())?;
     let true_libs =
         shared_libraries(Path::new("/bin/true"), &cfg.caffe_prefix).map_err(|e| e.to_string())?;
-    let mut bwrap_args: Vec<String> = vec![
-        "--unshare-all".into(),
-        "--die-with-parent".into(),
-        "--new-session".into(),
-        "--clearenv".into(),
-        "--cap-drop".into(),
-        "ALL".into(),
-        "--tmpfs".into(),
-        "/".into(),
-        "--dev".into(),
-        "/dev".into(),
-        "--tmpfs".into(),
-        "/scratch".into(),
-        "--ro-bind".into(),
-        "/bin/true".into(),
-        "/bin/true".into(),
-    ];
-    for l in &true_libs {
-        let s = l.display().to_string();
-        bwrap_args.extend(["--ro-bind".into(), s.clone(), s]);
-    }
+    let true_args = bwrap_args(
+        true_libs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new("/bin/true")]),
+    );
     let bwrap_true = time_runs(n, || {
         let f = std::fs::File::open(&bpf_path).map_err(|e| e.to_string())?;
         let mut c = Command::new(&bwrap);
-        c.args(&bwrap_args)
+        c.args(&true_args)
             .args(["--seccomp", "9", "/bin/true"])
             .stdin(Stdio::null());
         fd_at(&mut c, f, 9);
@@ -386,24 +371,12 @@ fn spawn_comparison(
     })?;
     let worker_libs =
         shared_libraries(&cfg.worker_exe, &cfg.caffe_prefix).map_err(|e| e.to_string())?;
-    let mut wargs: Vec<String> = vec![
-        "--unshare-all".into(),
-        "--die-with-parent".into(),
-        "--new-session".into(),
-        "--clearenv".into(),
-        "--cap-drop".into(),
-        "ALL".into(),
-        "--tmpfs".into(),
-        "/".into(),
-        "--dev".into(),
-        "/dev".into(),
-        "--tmpfs".into(),
-        "/scratch".into(),
-    ];
-    for l in worker_libs.iter().chain(std::iter::once(&cfg.worker_exe)) {
-        let s = l.display().to_string();
-        wargs.extend(["--ro-bind".into(), s.clone(), s]);
-    }
+    let mut wargs = bwrap_args(
+        worker_libs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([cfg.worker_exe.as_path()]),
+    );
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
     wargs.extend([
         "--setenv".into(),
@@ -478,6 +451,33 @@ fn static_run_tool_filter() -> Result<Vec<u8>, String> {
     let out = std::fs::read(&tmp).map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&tmp);
     out
+}
+
+/// bwrap options equivalent to caffe-sandbox's view: every namespace, no capabilities, a new session, an empty
+/// environment, a tmpfs root with a minimal /dev and a tmpfs scratch, and read-only binds of exactly `files`.
+fn bwrap_args<'a>(files: impl Iterator<Item = &'a Path>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop",
+        "ALL",
+        "--tmpfs",
+        "/",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/scratch",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for f in files {
+        let s = f.display().to_string();
+        args.extend(["--ro-bind".into(), s.clone(), s]);
+    }
+    args
 }
 
 /// Makes `fd` available as `target` in the child (and not close-on-exec).
