@@ -11,7 +11,7 @@ use crate::seccomp_watch::SeccompWatch;
 use caffe_sandbox_jail::{Layer, LayerReport, LayerState};
 use caffe_sandbox_protocol::{
     create_sealed_memfd, read_sealed_tensor, BlobInfo, FdSlot, FromWorker, InputSpec, Limits,
-    Message, ProtocolError, SupervisorChannel, Tensor, ToWorker, WorkerErrorKind, HELLO_REQUEST_ID,
+    Message, ProtocolError, SupervisorChannel, ToWorker, WorkerErrorKind, HELLO_REQUEST_ID,
     PROTOCOL_VERSION,
 };
 use serde::Serialize;
@@ -452,7 +452,7 @@ impl Worker {
 
     /// Runs one request.
     pub fn infer(&mut self, inputs: &[Input]) -> Result<Vec<Output>> {
-        let info = self.info.clone().ok_or_else(|| Error::BadInput {
+        let info = self.info.as_ref().ok_or_else(|| Error::BadInput {
             message: "no model loaded".into(),
             input: None,
         })?;
@@ -490,7 +490,7 @@ impl Worker {
             match input {
                 Input::Image { bytes, .. } => {
                     specs.push(InputSpec::EncodedImage { name: name.clone() });
-                    fds.push(self.memfd("image", bytes)?);
+                    fds.push(memfd("image", bytes)?);
                 }
                 Input::Tensor { dims, data, .. } => {
                     // Shape checks happen here, before anything reaches the worker.
@@ -504,21 +504,24 @@ impl Worker {
                             dims, blob.dims
                         )));
                     }
-                    let tensor =
-                        Tensor::new(dims.clone(), data.clone()).map_err(|e| bad(e.to_string()))?;
-                    let header = tensor.header(name).map_err(|e| bad(e.to_string()))?;
-                    self.limits
-                        .check_shape(name, &header.dims)
+                    let dims64: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+                    let elements = self
+                        .limits
+                        .check_shape(name, &dims64)
                         .map_err(|e| bad(e.to_string()))?;
+                    if elements != data.len() {
+                        return Err(bad(format!(
+                            "shape {dims:?} holds {elements} values, {} given",
+                            data.len()
+                        )));
+                    }
+                    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
                     specs.push(InputSpec::Tensor {
                         name: name.clone(),
-                        dims: header.dims,
+                        // check_shape bounded every dim by max_dim (a u32).
+                        dims: dims.iter().map(|&d| d as u32).collect(),
                     });
-                    fds.push(
-                        tensor.to_sealed_memfd(name).map_err(|e| {
-                            Error::Sandbox(format!("memfd for input '{name}': {e}"))
-                        })?,
-                    );
+                    fds.push(memfd(name, &bytes)?);
                 }
             }
         }
@@ -592,11 +595,6 @@ impl Worker {
             let _ = l.wait();
         }
         self.dead = true;
-    }
-
-    fn memfd(&mut self, what: &str, bytes: &[u8]) -> Result<OwnedFd> {
-        create_sealed_memfd(what, bytes)
-            .map_err(|e| Error::Sandbox(format!("cannot create a sealed memfd for {what}: {e}")))
     }
 
     /// Waits for the reply to `id`. Any other message is a violation; silence past the deadline kills.
@@ -813,6 +811,12 @@ fn forked_layers(f: &ForkedChild) -> LayerReport {
 /// Whether a worker's error text is an allocation failure (std::bad_alloc and friends).
 fn is_allocation_failure(message: &str) -> bool {
     message.contains("std::bad_alloc") || message.contains("Cannot allocate memory")
+}
+
+/// A sealed memfd holding `bytes` (the worker can neither change nor resize it).
+fn memfd(what: &str, bytes: &[u8]) -> Result<OwnedFd> {
+    create_sealed_memfd(what, bytes)
+        .map_err(|e| Error::Sandbox(format!("cannot create a sealed memfd for {what}: {e}")))
 }
 
 fn kind_of(b: &FromWorker) -> &'static str {
