@@ -54,8 +54,6 @@ enum Command {
 fn main() {
     // Must come first: when the jail re-executes this binary as its stage 2, this call never returns.
     caffe_sandbox_jail::stage2_main_if_requested();
-    // Inside a `run` sandbox this binary is the seccomp launcher: it never returns when asked to be one.
-    caffe_sandbox_supervisor::run_tool::launcher_main_if_requested();
     // Inside an `audit` sandbox this binary is the probe (pid 1 of its pid namespace only): never returns then.
     caffe_sandbox_supervisor::probe::probe_main_if_requested();
     let cli = Cli::parse();

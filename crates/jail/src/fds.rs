@@ -1,5 +1,6 @@
 //! Fd layout of the target: stdin `/dev/null`, stdout/stderr pipes, the passed fds at their numbers, nothing
-//! else (close_range). The report pipe survives as a high `CLOEXEC` fd that the final exec closes.
+//! else (close_range). Stage 2's own fds (the report pipe, the exec-filter socket) survive as high `CLOEXEC`
+//! fds that the final exec closes.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -26,15 +27,15 @@ fn close_range(lo: u32, hi: u32) -> io::Result<()> {
     crate::sys::check_long(r).map(drop)
 }
 
-/// Arrange fds; returns the new report fd and a description.
+/// Arrange fds; returns the new numbers of `keep_cloexec` (in order) and a description.
 pub(crate) fn arrange(
     devnull: RawFd,
     stderr: RawFd,
     stdout: StdoutMode,
     stdout_fd: Option<RawFd>,
     pass: &[(RawFd, RawFd)],
-    report: RawFd,
-) -> io::Result<(RawFd, String)> {
+    keep_cloexec: &[RawFd],
+) -> io::Result<(Vec<RawFd>, String)> {
     let max_target = pass.iter().map(|(_, t)| *t).max().unwrap_or(2);
     let high = max_target.max(2) + 1;
     // Move everything we need above the target range first so that no dup2 clobbers a source.
@@ -45,7 +46,10 @@ pub(crate) fn arrange(
         (StdoutMode::Stderr, _) => stderr_h,
         _ => devnull_h,
     };
-    let report_h = dup_high(report, high)?;
+    let kept_h: Vec<RawFd> = keep_cloexec
+        .iter()
+        .map(|&fd| dup_high(fd, high))
+        .collect::<io::Result<_>>()?;
     let pass_h: Vec<(RawFd, RawFd)> = pass
         .iter()
         .map(|&(src, t)| dup_high(src, high).map(|h| (h, t)))
@@ -56,8 +60,9 @@ pub(crate) fn arrange(
     for &(h, t) in &pass_h {
         dup2(h, t)?;
     }
-    // Keep 0..2, the targets and the report fd; close every other fd.
-    let mut keep: Vec<u32> = vec![0, 1, 2, report_h as u32];
+    // Keep 0..2, the targets and the kept (CLOEXEC) fds; close every other fd.
+    let mut keep: Vec<u32> = vec![0, 1, 2];
+    keep.extend(kept_h.iter().map(|&fd| fd as u32));
     keep.extend(pass.iter().map(|(_, t)| *t as u32));
     keep.sort_unstable();
     keep.dedup();
@@ -82,7 +87,7 @@ pub(crate) fn arrange(
     }
     let targets: Vec<String> = pass.iter().map(|(_, t)| t.to_string()).collect();
     Ok((
-        report_h,
+        kept_h,
         format!(
             "open: 0 (/dev/null), 1, 2 (pipes), passed: [{}]; all others closed",
             targets.join(",")

@@ -32,10 +32,13 @@
 //! ## Security trade-offs (read these)
 //! * **Parent-death signal is per thread**: `PR_SET_PDEATHSIG` fires when the *thread* that spawned the
 //!   sandbox exits, not the process. Spawn from a long-lived thread; [`Spawner`] provides one.
-//! * **Seccomp is not applied here**: the worker installs its own filter after library initialisation (so the
-//!   filter can be tight); the report marks it [`LayerState::Delegated`] until the caller confirms it with
-//!   [`Sandboxed::confirm_seccomp`], which reads the kernel's `Seccomp:`/`Seccomp_filters:` for the pid from
-//!   the supervisor side (the worker's word is not needed). The caller must fail closed if that fails.
+//! * **Seccomp is the target's own business by default**: the worker installs its own filter after library
+//!   initialisation (so the filter can be tight); the report marks it [`LayerState::Delegated`] until the
+//!   caller confirms it with [`Sandboxed::confirm_seccomp`], which reads the kernel's
+//!   `Seccomp:`/`Seccomp_filters:` for the pid from the supervisor side (the worker's word is not needed).
+//!   The caller must fail closed if that fails. For programs that cannot install a filter (`caffe-sandbox
+//!   run -- CMD`), [`SandboxSpec::exec_filter`] makes stage 2 install one as its last step before `execve`
+//!   and hand the user-notification listener back to the caller.
 //! * **cgroup v2** limits need a delegated v2 hierarchy with memory, cpu and pids controllers. Without one the
 //!   layer is `NotAvailable` and, by default ([`SandboxSpec::new`] puts it in `allow_weaker`), that is not
 //!   fatal: rlimits (address space, CPU seconds, nproc) remain the resource bound.
@@ -63,6 +66,7 @@
 
 mod caps;
 mod cgroup;
+mod exec_filter;
 mod facts;
 mod fds;
 mod landlock;
@@ -86,7 +90,7 @@ use serde::{Deserialize, Serialize};
 
 pub use facts::{host_facts, CgroupFacts, HostFacts};
 pub use report::{Layer, LayerReport, LayerState, UnknownLayer};
-pub use spawn::{spawn, ExitStatus, Sandboxed};
+pub use spawn::{spawn, ExitStatus, PendingExec, Sandboxed};
 pub use spawner::Spawner;
 pub use stage2::{stage2_main_if_requested, STAGE2_ARG};
 
@@ -203,6 +207,10 @@ pub struct SandboxSpec {
     pub stage2_exe: Option<PathBuf>,
     /// How long stage 2 may take to confirm the layers before the spawn is abandoned (and the child killed).
     pub setup_timeout: Duration,
+    /// A seccomp filter stage 2 installs as its very last step, right before `execve` of the target, for
+    /// programs that cannot install one themselves (`caffe-sandbox run -- CMD`). `None`: seccomp is the
+    /// target's own business (the worker) and the report marks it `Delegated`.
+    pub exec_filter: Option<ExecFilter>,
     /// Test hook: layers to pretend are unavailable (compiled only with the `test-hooks` feature).
     #[cfg(feature = "test-hooks")]
     pub test_simulate_unavailable: BTreeSet<Layer>,
@@ -230,10 +238,28 @@ impl SandboxSpec {
             hostname: "caffe-sandbox".to_string(),
             stage2_exe: None,
             setup_timeout: Duration::from_secs(10),
+            exec_filter: None,
             #[cfg(feature = "test-hooks")]
             test_simulate_unavailable: BTreeSet::new(),
         }
     }
+}
+
+/// A seccomp filter with a user-notification listener, installed by stage 2 right before `execve` of the
+/// target (see [`SandboxSpec::exec_filter`]). The program (dynamic loader included) runs under it from its
+/// first instruction.
+///
+/// With it, [`spawn`] returns as soon as the listener is in hand, **before** the target's `execve` has been
+/// decided: the filter may route that `execve` to the listener (e.g. "allow exactly once"), so the caller
+/// must first start answering notifications on [`Sandboxed::seccomp_listener`] and then call
+/// [`Sandboxed::confirm_exec`]. Between installing the filter and `execve`, stage 2 makes only `write`
+/// (its report), `sendmsg` (the listener), `close` and, on failure, `exit_group`: the filter must allow them.
+#[derive(Debug, Clone)]
+pub struct ExecFilter {
+    /// The BPF program: a raw `struct sock_filter` array (as libseccomp exports it).
+    pub bpf: Vec<u8>,
+    /// What to call it in the layer report (e.g. the policy's name).
+    pub name: String,
 }
 
 /// Why a spawn failed.

@@ -8,10 +8,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::proto::{self, Decoded, Stage2Msg, Stage2Spec};
+use crate::proto::{self, Decoded, Stage2ExecFilter, Stage2Msg, Stage2Spec};
 use crate::sys::{self, check};
 use crate::userns::{self, ChildPlan};
-use crate::{cgroup, stage2, JailError, Layer, LayerReport, LayerState, SandboxSpec, StdoutMode};
+use crate::{
+    cgroup, exec_filter, stage2, JailError, Layer, LayerReport, LayerState, SandboxSpec, StdoutMode,
+};
 
 /// A sandboxed process.
 #[derive(Debug)]
@@ -32,6 +34,19 @@ pub struct Sandboxed {
     /// The sandbox's own cgroup v2 directory, when the layer is enforced (removed by `wait`/`try_wait`
     /// once the sandbox has been reaped).
     pub cgroup: Option<PathBuf>,
+    /// The user-notification listener of [`crate::SandboxSpec::exec_filter`] (`CLOEXEC`): take it, start
+    /// answering notifications, then call [`Sandboxed::confirm_exec`].
+    pub seccomp_listener: Option<OwnedFd>,
+    /// Set while the target's `execve` is still undecided (exec filter only): see
+    /// [`Sandboxed::confirm_exec`].
+    pub exec_pending: Option<PendingExec>,
+}
+
+/// The report pipe of a sandbox whose target `execve` has not been confirmed yet.
+#[derive(Debug)]
+pub struct PendingExec {
+    report: OwnedFd,
+    timeout: Duration,
 }
 
 /// How a sandboxed process ended.
@@ -44,6 +59,38 @@ pub enum ExitStatus {
 }
 
 impl Sandboxed {
+    /// With an exec filter: wait until the target's `execve` has succeeded (stage 2's report pipe closes on
+    /// exec) or failed; on failure (or timeout) the sandbox is killed and reaped. Call it after starting to
+    /// answer [`Sandboxed::seccomp_listener`]'s notifications. A no-op without a pending exec.
+    pub fn confirm_exec(&mut self) -> Result<(), JailError> {
+        let Some(p) = self.exec_pending.take() else {
+            return Ok(());
+        };
+        let fail = |me: &Self, e: JailError| {
+            let _ = me.kill();
+            let _ = me.wait();
+            Err(e)
+        };
+        let buf = match read_to_eof(&p.report, p.timeout) {
+            Ok(b) => b,
+            Err(e) => return fail(self, e),
+        };
+        match proto::decode_all(&buf) {
+            Err(e) => fail(self, JailError::Setup(e)),
+            Ok(msgs) => match msgs.into_iter().find_map(|m| match m {
+                Decoded::Msg(Stage2Msg::ExecFailed(s)) => Some(JailError::Exec(s)),
+                Decoded::Msg(Stage2Msg::SetupFailed(s)) => Some(JailError::Setup(s)),
+                Decoded::Msg(Stage2Msg::Unavailable { layer, cause }) => {
+                    Some(JailError::LayerUnavailable { layer, cause })
+                }
+                _ => None,
+            }) {
+                Some(e) => fail(self, e),
+                None => Ok(()),
+            },
+        }
+    }
+
     /// Send a signal through the pidfd (no pid-reuse race).
     pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
         sys::pidfd_send_signal(self.pidfd.as_raw_fd(), sig)
@@ -289,12 +336,15 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
             }
         },
     };
-    parent_layers.set(
-        Layer::Seccomp,
-        LayerState::Delegated {
-            reason: "installed by the worker after library init; confirmed by the caller".into(),
-        },
-    );
+    if spec.exec_filter.is_none() {
+        parent_layers.set(
+            Layer::Seccomp,
+            LayerState::Delegated {
+                reason: "installed by the worker after library init; confirmed by the caller"
+                    .into(),
+            },
+        );
+    }
 
     // Stage-2 executable, opened now (O_PATH) so a replaced file cannot be swapped in.
     let exe_path = spec
@@ -334,6 +384,12 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         .collect::<io::Result<Vec<CString>>>()
         .map_err(|e| JailError::InvalidSpec(format!("path: {e}")))?;
     let (bind_r, bind_w) = pipe()?;
+    let filter_pair = match &spec.exec_filter {
+        Some(_) => Some(
+            exec_filter::socket_pair().map_err(|e| JailError::sys("exec filter socketpair", e))?,
+        ),
+        None => None,
+    };
     let stage2 = Stage2Spec {
         program: spec.program.clone(),
         args: spec.args.clone(),
@@ -360,6 +416,13 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         parent_ns: ns_inodes(),
         parent_layers: parent_layers.clone(),
         simulate_unavailable: simulate.clone(),
+        exec_filter: spec.exec_filter.as_ref().zip(filter_pair.as_ref()).map(
+            |(f, (_, child_end))| Stage2ExecFilter {
+                bpf: f.bpf.clone(),
+                name: f.name.clone(),
+                sock: child_end.as_raw_fd(),
+            },
+        ),
     };
     let spec_bytes = serde_json::to_vec(&stage2)
         .map_err(|e| JailError::Setup(format!("serialize spec: {e}")))?;
@@ -375,11 +438,13 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         inherit.push(w.as_raw_fd());
     }
     inherit.extend(spec.pass_fds.iter().map(|(fd, _)| fd.as_raw_fd()));
+    inherit.extend(filter_pair.as_ref().map(|(_, c)| c.as_raw_fd()));
 
     let argv: Vec<CString> = vec![
         CString::new("caffe-sandbox-jail-stage2").expect("no NUL"),
         CString::new(stage2::STAGE2_ARG).expect("no NUL"),
         CString::new(memfd.as_raw_fd().to_string()).expect("no NUL"),
+        CString::new(report_w.as_raw_fd().to_string()).expect("no NUL"),
     ];
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -445,6 +510,10 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         r
     });
     drop(memfd);
+    let filter_sock = filter_pair.map(|(parent_end, child_end)| {
+        drop(child_end);
+        parent_end
+    });
 
     let abort = |err: JailError| -> JailError {
         let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
@@ -501,9 +570,15 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     drop(w);
     drop(exe);
 
-    // Read the report until EOF (exec succeeded or stage 2 died) or timeout.
-    let buf = match read_to_eof(&report_r, spec.setup_timeout) {
-        Ok(b) => b,
+    // Read the report until EOF (exec succeeded or stage 2 died) or timeout — with an exec filter, only until
+    // the listener arrives: the filter may hold the target's execve until the caller answers it.
+    let started = Instant::now();
+    let read = match &filter_sock {
+        None => read_to_eof(&report_r, spec.setup_timeout).map(|b| (b, None)),
+        Some(sock) => read_until_listener(&report_r, sock, spec.setup_timeout),
+    };
+    let (buf, listener) = match read {
+        Ok(v) => v,
         Err(e) => return Err(abort(e)),
     };
     let msgs = match proto::decode_all(&buf) {
@@ -543,6 +618,10 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         report.set(l, s);
     }
     let cgroup = cg_plan.and_then(cgroup::Plan::into_dir);
+    let exec_pending = listener.as_ref().map(|_| PendingExec {
+        report: report_r,
+        timeout: spec.setup_timeout.saturating_sub(started.elapsed()),
+    });
     Ok(Sandboxed {
         pid,
         pidfd,
@@ -551,31 +630,108 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         layers: report,
         spawn_time: t0.elapsed(),
         cgroup,
+        seccomp_listener: listener,
+        exec_pending,
     })
+}
+
+/// What one poll-and-read of the report pipe gave.
+enum Chunk {
+    Data,
+    Eof,
+    Nothing,
+}
+
+/// Waits up to `wait_ms` for `fd` and appends what one `read` returns.
+fn read_chunk(fd: &OwnedFd, wait_ms: libc::c_int, out: &mut Vec<u8>) -> Result<Chunk, JailError> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Chunk::Nothing);
+        }
+        return Err(JailError::sys("poll report pipe", e));
+    }
+    if r == 0 {
+        return Ok(Chunk::Nothing);
+    }
+    let mut chunk = [0u8; 8192];
+    // SAFETY: reading into a stack buffer of the given length.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            chunk.as_mut_ptr() as *mut libc::c_void,
+            chunk.len(),
+        )
+    };
+    if n == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Chunk::Nothing);
+        }
+        return Err(JailError::sys("read report pipe", e));
+    }
+    if n == 0 {
+        return Ok(Chunk::Eof);
+    }
+    out.extend_from_slice(&chunk[..n as usize]);
+    if out.len() > proto::MAX_FRAME * 2 {
+        return Err(JailError::Setup("stage 2 report too large".into()));
+    }
+    Ok(Chunk::Data)
+}
+
+fn millis_left(deadline: Instant, timeout: Duration) -> Result<libc::c_int, JailError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(JailError::Timeout(timeout));
+    }
+    Ok(left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int)
 }
 
 fn read_to_eof(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, JailError> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    let mut chunk = [0u8; 8192];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(JailError::Timeout(timeout));
+        let wait = millis_left(deadline, timeout)?;
+        if let Chunk::Eof = read_chunk(fd, wait, &mut out)? {
+            return Ok(out);
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe {
-            libc::poll(
-                &mut pfd,
-                1,
-                left.as_millis().min(i32::MAX as u128) as libc::c_int,
-            )
-        };
+    }
+}
+
+/// Reads the report until stage 2 hands over the exec filter's listener (then takes only the report bytes
+/// already written: stage 2 writes its report before sending the listener) or until the report ends (stage 2
+/// failed, or exec'd without a filter because seccomp was allowed to be weaker).
+fn read_until_listener(
+    report: &OwnedFd,
+    sock: &OwnedFd,
+    timeout: Duration,
+) -> Result<(Vec<u8>, Option<OwnedFd>), JailError> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    loop {
+        let wait = millis_left(deadline, timeout)?;
+        let mut pfd = [
+            libc::pollfd {
+                fd: report.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, wait) };
         if r == -1 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -583,30 +739,26 @@ fn read_to_eof(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, JailError> {
             }
             return Err(JailError::sys("poll report pipe", e));
         }
-        if r == 0 {
-            continue;
-        }
-        // SAFETY: reading into a stack buffer of the given length.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                chunk.as_mut_ptr() as *mut libc::c_void,
-                chunk.len(),
-            )
-        };
-        if n == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        if pfd[1].revents != 0 {
+            match exec_filter::recv_listener(sock.as_fd()) {
+                Ok(Some(listener)) => {
+                    while let Chunk::Data = read_chunk(report, 0, &mut out)? {}
+                    return Ok((out, Some(listener)));
+                }
+                Ok(None) => {
+                    let rest =
+                        read_to_eof(report, deadline.saturating_duration_since(Instant::now()))?;
+                    out.extend(rest);
+                    return Ok((out, None));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(JailError::Setup(format!("seccomp listener hand-over: {e}"))),
             }
-            return Err(JailError::sys("read report pipe", e));
         }
-        if n == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(&chunk[..n as usize]);
-        if out.len() > proto::MAX_FRAME * 2 {
-            return Err(JailError::Setup("stage 2 report too large".into()));
+        if pfd[0].revents != 0 {
+            if let Chunk::Eof = read_chunk(report, 0, &mut out)? {
+                return Ok((out, None));
+            }
         }
     }
 }

@@ -5,14 +5,14 @@ use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::mounts::{self, MountError};
 use crate::proto::{self, Stage2Msg, Stage2Spec};
 use crate::sys::{self, cstr};
-use crate::{caps, fds, landlock, rlimits, Layer, LayerReport, LayerState, ProcMode};
+use crate::{caps, exec_filter, fds, landlock, rlimits, Layer, LayerReport, LayerState, ProcMode};
 
 /// argv\[1] that selects stage 2.
 pub const STAGE2_ARG: &str = "__jail-stage2";
@@ -26,13 +26,11 @@ pub fn stage2_main_if_requested() {
     if args.next().as_deref() != Some(OsStr::new(STAGE2_ARG)) {
         return;
     }
-    let fd: Option<RawFd> = args
-        .next()
-        .and_then(|a| a.to_str().and_then(|s| s.parse().ok()));
-    let Some(fd) = fd else {
+    let mut fd = || -> Option<RawFd> { args.next().and_then(|a| a.to_str()?.parse().ok()) };
+    let (Some(spec_fd), Some(report_fd)) = (fd(), fd()) else {
         std::process::exit(120);
     };
-    run(fd)
+    run(spec_fd, report_fd)
 }
 
 enum Fail {
@@ -75,7 +73,7 @@ fn send(report_fd: RawFd, msg: &Stage2Msg) {
     let _ = proto::write_msg(&*f, msg);
 }
 
-fn run(spec_fd: RawFd) -> ! {
+fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
     // Refuse a manual invocation: stage 2 must be pid 1 of a fresh pid namespace and hold the supervisor's
     // sealed spec memfd. (Otherwise e.g. `make / rprivate` would hit the caller's own mount namespace.)
     // SAFETY: getpid has no preconditions; F_GET_SEALS only queries the fd.
@@ -91,34 +89,32 @@ fn run(spec_fd: RawFd) -> ! {
         .seek(SeekFrom::Start(0))
         .and_then(|_| proto::read_spec(&spec_file))
     {
-        Ok(s) => s,
-        Err(_) => std::process::exit(119),
+        Ok(s) if s.report_fd == report_fd => s,
+        Ok(_) => std::process::exit(119),
+        Err(e) => {
+            // E.g. a caffe-sandbox-jail-stage2 left over from another build next to the caller.
+            send(
+                report_fd,
+                &Stage2Msg::SetupFailed(format!(
+                    "the stage-2 executable cannot read the sandbox spec ({e}): it must come from the same \
+                     build as the program that spawns the sandbox"
+                )),
+            );
+            std::process::exit(119)
+        }
     };
     drop(spec_file);
-    let report_fd = spec.report_fd;
-    // SAFETY: fcntl on the inherited report fd: it must close on the target's exec.
-    unsafe { libc::fcntl(report_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    for fd in std::iter::once(report_fd).chain(spec.exec_filter.as_ref().map(|f| f.sock)) {
+        // SAFETY: fcntl on an inherited fd of ours: it must close on the target's exec.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let mut ctx = Ctx {
         report: spec.parent_layers.clone(),
         allow: spec.allow_weaker.clone(),
         simulate: spec.simulate_unavailable.clone(),
     };
-    match build(&spec, &mut ctx) {
-        Ok((report_fd, argv, envp, prog)) => {
-            send(report_fd, &Stage2Msg::Ready(ctx.report));
-            let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-            argv_p.push(std::ptr::null());
-            let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-            envp_p.push(std::ptr::null());
-            // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
-            unsafe { libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-            let e = std::io::Error::last_os_error();
-            send(
-                report_fd,
-                &Stage2Msg::ExecFailed(format!("execve {}: {e}", spec.program.display())),
-            );
-            std::process::exit(127)
-        }
+    let built = match build(&spec, &mut ctx) {
+        Ok(b) => b,
         Err((fd, Fail::Unavailable(layer, cause))) => {
             send(fd, &Stage2Msg::Unavailable { layer, cause });
             std::process::exit(126)
@@ -127,10 +123,78 @@ fn run(spec_fd: RawFd) -> ! {
             send(fd, &Stage2Msg::SetupFailed(s));
             std::process::exit(125)
         }
+    };
+    let Built {
+        report_fd,
+        argv,
+        envp,
+        prog,
+        filter_sock,
+    } = built;
+    // The exec filter comes last: from here on only write, sendmsg, close, execve (and exit_group).
+    let listener = match (&spec.exec_filter, filter_sock) {
+        (Some(f), Some(sock)) => {
+            let res = if ctx.simulate.contains(&Layer::Seccomp) {
+                Err(io_simulated())
+            } else {
+                exec_filter::install(&f.bpf)
+            };
+            let outcome = res.as_ref().map(|_| {
+                format!(
+                    "{} (installed by stage 2 as its last step before execve; violations reported by the kernel)",
+                    f.name
+                )
+            });
+            if let Err(Fail::Unavailable(layer, cause)) = ctx.outcome(
+                Layer::Seccomp,
+                outcome.map_err(|e| format!("installing {}: {e}", f.name)),
+            ) {
+                send(report_fd, &Stage2Msg::Unavailable { layer, cause });
+                std::process::exit(126)
+            }
+            res.ok().map(|l| (sock, l))
+        }
+        _ => None,
+    };
+    send(report_fd, &Stage2Msg::Ready(ctx.report));
+    if let Some((sock, listener)) = listener {
+        // SAFETY: `sock` is our end of the listener socket pair, kept open by `fds::arrange`.
+        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+        if let Err(e) = exec_filter::send_listener(sock.as_fd(), listener.as_fd()) {
+            send(
+                report_fd,
+                &Stage2Msg::SetupFailed(format!("handing the seccomp listener over: {e}")),
+            );
+            std::process::exit(125)
+        }
     }
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    let e = std::io::Error::last_os_error();
+    send(
+        report_fd,
+        &Stage2Msg::ExecFailed(format!("execve {}: {e}", spec.program.display())),
+    );
+    std::process::exit(127)
 }
 
-type Built = (RawFd, Vec<CString>, Vec<CString>, CString);
+fn io_simulated() -> std::io::Error {
+    std::io::Error::other("simulated unavailability (test hook)")
+}
+
+/// What stage 2 execs, and the fds it still holds for the last steps.
+struct Built {
+    report_fd: RawFd,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    prog: CString,
+    /// Our end of the listener socket pair when an exec filter was requested.
+    filter_sock: Option<RawFd>,
+}
 
 fn ns_inode(name: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -331,16 +395,21 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
     }
 
     // Fds.
+    let mut filter_sock = None;
+    let keep: Vec<RawFd> = std::iter::once(spec.report_fd)
+        .chain(spec.exec_filter.as_ref().map(|f| f.sock))
+        .collect();
     match fds::arrange(
         devnull,
         spec.stderr_fd,
         spec.stdout,
         spec.stdout_fd,
         &spec.pass_fds,
-        spec.report_fd,
+        &keep,
     ) {
-        Ok((fd, detail)) => {
-            report_fd = fd;
+        Ok((kept, detail)) => {
+            report_fd = kept[0];
+            filter_sock = kept.get(1).copied();
             t!(ctx.outcome(Layer::FdsClosed, Ok(detail)));
         }
         Err(e) => t!(ctx.outcome(Layer::FdsClosed, Err(format!("fd arrangement: {e}")))),
@@ -491,5 +560,11 @@ fn build(spec: &Stage2Spec, ctx: &mut Ctx) -> Result<Built, (RawFd, Fail)> {
     }
     // SAFETY: umask only changes this process's file creation mask (inherited by the target).
     unsafe { libc::umask(0o077) };
-    Ok((report_fd, argv, envp, prog))
+    Ok(Built {
+        report_fd,
+        argv,
+        envp,
+        prog,
+        filter_sock,
+    })
 }

@@ -604,7 +604,7 @@ fn dedicated_stage2_binary_works() {
     let out = std::process::Command::new(stage2_bin()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = std::process::Command::new(stage2_bin())
-        .args([STAGE2_ARG, "0"])
+        .args([STAGE2_ARG, "0", "2"])
         .stdin(std::fs::File::open("/dev/null").unwrap())
         .output()
         .unwrap();
@@ -726,4 +726,110 @@ fn unprivileged_rerun() {
         .expect("test result line");
     let passed: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(passed >= 15, "too few tests ran unprivileged: {line}");
+}
+
+/// A raw filter for [`SandboxSpec::exec_filter`]: `execve` goes to the listener, everything else is allowed.
+fn notify_execve_filter() -> Vec<u8> {
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| {
+        let mut v = code.to_ne_bytes().to_vec();
+        v.extend([jt, jf]);
+        v.extend(k.to_ne_bytes());
+        v
+    };
+    [
+        insn(0x20, 0, 0, 0),                                   // ld [nr]
+        insn(0x15, 0, 1, libc::SYS_execve as u32),             // jeq execve
+        insn(0x06, 0, 0, libc::SECCOMP_RET_USER_NOTIF as u32), // ret notify
+        insn(0x06, 0, 0, libc::SECCOMP_RET_ALLOW as u32),      // ret allow
+    ]
+    .concat()
+}
+
+/// Answers one notification from `listener` with "continue" and returns its syscall number.
+fn continue_one(listener: &OwnedFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain data structures filled by the kernel; ioctl on the listener fd we own.
+    unsafe {
+        let mut req: libc::seccomp_notif = std::mem::zeroed();
+        assert_eq!(
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut req
+            ),
+            0,
+            "NOTIF_RECV: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut resp: libc::seccomp_notif_resp = std::mem::zeroed();
+        resp.id = req.id;
+        resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+        assert_eq!(
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &mut resp
+            ),
+            0,
+            "NOTIF_SEND: {}",
+            std::io::Error::last_os_error()
+        );
+        req.data.nr
+    }
+}
+
+#[test]
+fn exec_filter_is_installed_before_execve_and_its_listener_handed_over() {
+    let mut s = spec(&["hello"]);
+    s.exec_filter = Some(ExecFilter {
+        bpf: notify_execve_filter(),
+        name: "test filter".into(),
+    });
+    let mut sb = spawn(&s).unwrap_or_else(|e| panic!("spawn failed: {e}"));
+    let listener = sb.seccomp_listener.take().expect("listener handed over");
+    assert!(
+        sb.exec_pending.is_some(),
+        "the execve must still be pending"
+    );
+    match sb.layers.get(Layer::Seccomp) {
+        Some(LayerState::Enforced { detail }) => {
+            assert!(detail.contains("test filter"), "{detail}")
+        }
+        other => panic!("seccomp layer: {other:?}"),
+    }
+    // Stage 2 is held at its execve until the listener answers: the probe has not run yet.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(sb.try_wait().unwrap().is_none());
+    assert_eq!(continue_one(&listener), libc::SYS_execve as i32);
+    sb.confirm_exec()
+        .unwrap_or_else(|e| panic!("confirm_exec: {e}"));
+    let stderr = read_capped(sb.stderr.try_clone().unwrap(), 1 << 20);
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0), "{stderr}");
+    assert!(stderr.contains("PROBE-OK"), "{stderr}");
+}
+
+#[test]
+fn an_exec_filter_that_cannot_be_installed_fails_closed_unless_allowed() {
+    let mut s = spec(&["hello"]);
+    s.exec_filter = Some(ExecFilter {
+        bpf: vec![0; 12], // not a whole number of instructions: the kernel never sees it
+        name: "broken filter".into(),
+    });
+    match spawn(&s) {
+        Err(JailError::LayerUnavailable { layer, cause }) => {
+            assert_eq!(layer, Layer::Seccomp);
+            assert!(cause.contains("broken filter"), "{cause}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    s.allow_weaker.insert(Layer::Seccomp);
+    let mut sb = spawn(&s).unwrap_or_else(|e| panic!("spawn failed: {e}"));
+    assert!(sb.seccomp_listener.is_none() && sb.exec_pending.is_none());
+    assert!(matches!(
+        sb.layers.get(Layer::Seccomp),
+        Some(LayerState::Weakened { .. })
+    ));
+    sb.confirm_exec().unwrap();
+    let stderr = read_capped(sb.stderr.try_clone().unwrap(), 1 << 20);
+    assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0), "{stderr}");
 }

@@ -630,6 +630,8 @@ pub fn launch_worker(
             layers: layers.clone(),
             spawn_time: t0.elapsed(),
             cgroup: None,
+            seccomp_listener: None,
+            exec_pending: None,
         },
         channel: Some(channel),
         layers,

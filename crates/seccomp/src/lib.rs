@@ -88,8 +88,8 @@ pub enum PrepareError {
     Io(#[from] std::io::Error),
 }
 
-/// Resolves, compiles and seals `policy` for one worker (or one `run`
-/// launcher, which installs only `bundle.listener`).
+/// Resolves, compiles and seals `policy` for one worker (`run` uses only
+/// `bundle.listener`, which the jail's stage 2 installs before `execve`).
 #[cfg(feature = "compile")]
 pub fn prepare(policy: &Policy, vars: &Vars) -> Result<PreparedFilters, PrepareError> {
     let resolved = policy.resolve(vars)?;

@@ -74,7 +74,7 @@ pub enum Action {
     /// [`Phase::Load`]: crate::Phase::Load
     PhaseGated,
     /// Sent to the supervisor; the first matching call continues, every later
-    /// one is a violation (the launcher's single `execve` in `run-tool.json`).
+    /// one is a violation (stage 2's single `execve` of the tool in `run-tool.json`).
     NotifyOnce,
     /// Fails with the rule's `errno` without running and without a report (e.g.
     /// `clone3` → `ENOSYS`, so glibc falls back to `clone`, whose flags are

@@ -144,7 +144,7 @@ fn probe_entry() {
     send_msg(sock, b"listener", Some(listener.as_raw_fd()));
     drop(listener);
     // "go": the supervisor's monitor is running.
-    // (The run-tool launcher does not wait: its execve simply blocks in the
+    // (The jail's stage 2 under the run-tool policy does not wait: its execve simply blocks in the
     // kernel until the monitor answers it; recvmsg is not in that policy.)
     if action != "launch" {
         let _ = recv_msg(sock);
@@ -304,7 +304,7 @@ fn probe_entry() {
                 }
             }
             "launch" => {
-                // The `run -- CMD` launcher: exec the target under the
+                // Like the jail's stage 2 for `run -- CMD`: exec the target under the
                 // run-tool policy (the supervisor lets exactly one execve through).
                 let argv: Vec<std::ffi::CString> = std::env::var(LAUNCH_ENV)
                     .unwrap()
@@ -732,7 +732,7 @@ fn launch(argv: &[&str], envs: &[(&str, String)]) -> Outcome {
 
 #[test]
 fn run_tool_allows_exactly_one_execve() {
-    // The launcher's execve continues; the shell's own `exec` is a second one.
+    // The first execve (stage 2's, in `run`) continues; the shell's own `exec` is a second one.
     let o = launch(&["/bin/sh", "-c", "exec /bin/true"], &[]);
     let d = o.describe();
     assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{d}");

@@ -1,34 +1,21 @@
 //! `caffe-sandbox run -- CMD ARGS…`: the native sandbox for existing Caffe programs (e.g. `caffe time` from the
 //! prefix) that cannot speak the worker protocol.
 //!
-//! The program cannot install a seccomp filter itself, so a launcher does it: the jail starts this binary's
-//! hidden `__seccomp-launch` mode as pid 1 of the sandbox; the launcher installs the run-tool policy
-//! (policies/seccomp/run-tool.json) with a user-notification listener, hands the listener to the supervisor
-//! over a socket, and `execve`s CMD — the one exec the policy lets through (the supervisor's monitor allows it
-//! exactly once). The dynamic loader, library initialisation and the tool all run under the filter.
+//! The program cannot install a seccomp filter itself, so the jail's stage 2 does it as its very last step
+//! ([`caffe_sandbox_jail::ExecFilter`]): it installs the run-tool policy (policies/seccomp/run-tool.json) with
+//! a user-notification listener, hands the listener to the supervisor, and `execve`s CMD — the one exec the
+//! policy lets through (the supervisor's monitor allows it exactly once). The dynamic loader, library
+//! initialisation and the tool all run under the filter.
 use crate::error::{Error, Result};
 use crate::launch::{prefix_lib_dirs, shared_libraries, spawner, LaunchConfig};
 use crate::process::{signal_name, ExitStatus, StderrCollector};
 use caffe_sandbox_jail::{
-    Layer, LayerReport, LayerState, ProcMode, SandboxSpec, ScratchSpec, StdoutMode,
+    ExecFilter, Layer, LayerReport, LayerState, ProcMode, SandboxSpec, ScratchSpec, StdoutMode,
 };
-use caffe_sandbox_seccomp::{
-    compile_bundle, install_filter_with_listener, read_bundle, sealed_memfd, Monitor,
-    MonitorOptions, Phase, Policy, Vars,
-};
-use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use caffe_sandbox_seccomp::{compile_bundle, Monitor, MonitorOptions, Phase, Policy, Vars};
 use std::ffi::OsString;
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// argv[1] of the launcher mode.
-pub const LAUNCH_ARG: &str = "__seccomp-launch";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,6 +43,12 @@ pub struct RunOutcome {
 
 fn find_program(cfg: &LaunchConfig, program: &Path) -> Result<PathBuf> {
     if program.is_absolute() {
+        if !program.is_file() {
+            return Err(Error::Setup(format!(
+                "program {} not found (or not a file)",
+                program.display()
+            )));
+        }
         return Ok(program.to_path_buf());
     }
     let dirs = [
@@ -77,15 +70,9 @@ fn find_program(cfg: &LaunchConfig, program: &Path) -> Result<PathBuf> {
 /// Runs `spec` in the sandbox and waits for it.
 pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
     let program = find_program(cfg, &spec.program)?;
-    let me =
-        std::env::current_exe().map_err(|e| Error::Setup(format!("current executable: {e}")))?;
-    let (sup_end, launcher_end) = caffe_sandbox_protocol::socketpair()
-        .map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
-    let require_seccomp = cfg.require_seccomp();
-    let mut args: Vec<OsString> = vec![LAUNCH_ARG.into(), "--notify-fd".into(), "3".into()];
-    let mut pass_fds = vec![(launcher_end, 3)];
-    let mut resolved = None;
-    if require_seccomp {
+    let mut sandbox = SandboxSpec::new(&program);
+    sandbox.args = spec.args.clone();
+    let policy = if cfg.require_seccomp() {
         let policy = Policy::run_tool()
             .resolve(&Vars {
                 worker_tgid: Some(1),
@@ -93,19 +80,14 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
             .map_err(|e| Error::Sandbox(format!("run-tool seccomp policy: {e}")))?;
         let bundle = compile_bundle(&policy)
             .map_err(|e| Error::Sandbox(format!("seccomp layer unavailable: {e}")))?;
-        pass_fds.push((
-            sealed_memfd(&bundle.to_bytes()).map_err(|e| Error::Sandbox(format!("memfd: {e}")))?,
-            4,
-        ));
-        args.extend(["--bundle-fd".into(), "4".into()]);
-        resolved = Some(policy);
-    }
-    args.push("--".into());
-    args.push(program.clone().into());
-    args.extend(spec.args.iter().cloned());
-
-    let mut sandbox = SandboxSpec::new(&me);
-    sandbox.args = args;
+        sandbox.exec_filter = Some(ExecFilter {
+            bpf: bundle.listener,
+            name: "run-tool policy".into(),
+        });
+        Some(policy)
+    } else {
+        None
+    };
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
     sandbox.env = vec![
         ("LD_LIBRARY_PATH".into(), libdirs),
@@ -114,12 +96,8 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         ("GLOG_logtostderr".into(), "1".into()),
         ("HOME".into(), "/scratch".into()),
     ];
-    let mut ro = shared_libraries(&me, &cfg.caffe_prefix)?;
-    ro.extend(shared_libraries(&program, &cfg.caffe_prefix)?);
-    ro.push(program.clone());
-    ro.sort();
-    ro.dedup();
-    ro.retain(|p| p != &me);
+    let mut ro = shared_libraries(&program, &cfg.caffe_prefix)?;
+    ro.retain(|p| p != &program);
     sandbox.ro_paths = ro;
     sandbox.ro_noexec_paths = spec
         .read_only
@@ -131,7 +109,6 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         path: PathBuf::from("/scratch"),
         size_bytes: cfg.limits.scratch_bytes,
     });
-    sandbox.pass_fds = pass_fds;
     sandbox.stdout = StdoutMode::Stderr;
     sandbox.limits = cfg.limits.jail_limits();
     sandbox.cgroup = Some(cfg.limits.cgroup_limits());
@@ -139,10 +116,10 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         .allow_weaker
         .iter()
         .copied()
-        .chain([Layer::CgroupV2, Layer::Seccomp])
+        .chain([Layer::CgroupV2])
         .collect();
     sandbox.stage2_exe = cfg.stage2_exe.clone();
-    let child = spawner()?
+    let mut child = spawner()?
         .spawn(sandbox)
         .map_err(|e| Error::Sandbox(e.to_string()))?;
     let output = StderrCollector::start(
@@ -152,48 +129,54 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
             .map_err(|e| Error::Sandbox(format!("stderr pipe: {e}")))?,
         64 * 1024,
     );
-    let mut layers = child.layers.clone();
 
-    let mut monitor = None;
-    if let Some(policy) = resolved {
-        match receive_listener(&sup_end, Duration::from_secs(10)) {
-            Ok(listener) => {
-                let pidfd = child
-                    .pidfd
-                    .try_clone()
-                    .map_err(|e| Error::Sandbox(format!("pidfd: {e}")))?;
-                let m = Monitor::start(
-                    listener,
-                    policy,
-                    MonitorOptions {
-                        pidfd: Some(pidfd),
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| Error::Sandbox(format!("seccomp monitor: {e}")))?;
-                // No load/inference split for foreign programs: everything is one phase.
-                m.set_phase(Phase::Load);
-                monitor = Some(m);
-                layers.set(
-                    Layer::Seccomp,
-                    LayerState::enforced("run-tool policy (installed by the launcher before execve; violations reported by the kernel)"),
-                );
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::Sandbox(format!(
-                    "the launcher did not hand over a seccomp listener: {e}"
-                )));
+    // Answer the filter's notifications (the one allowed execve first), then let the exec go ahead.
+    let monitor = match (policy, child.seccomp_listener.take()) {
+        (Some(policy), Some(listener)) => {
+            let started = child
+                .pidfd
+                .try_clone()
+                .map_err(|e| Error::Sandbox(format!("pidfd: {e}")))
+                .and_then(|pidfd| {
+                    Monitor::start(
+                        listener,
+                        policy,
+                        MonitorOptions {
+                            pidfd: Some(pidfd),
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|e| Error::Sandbox(format!("seccomp monitor: {e}")))
+                });
+            match started {
+                Ok(m) => {
+                    // No load/inference split for foreign programs: everything is one phase.
+                    m.set_phase(Phase::Load);
+                    Some(m)
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
             }
         }
-    } else {
-        layers.set(
-            Layer::Seccomp,
-            LayerState::weakened("not installed: allowed explicitly with --allow-weaker seccomp"),
-        );
-    }
-    drop(sup_end);
+        // Stage 2 could not install it and --allow-weaker seccomp said that is fine: the report says so.
+        (Some(_), None) => None,
+        (None, _) => {
+            child.layers.set(
+                Layer::Seccomp,
+                LayerState::weakened(
+                    "not installed: allowed explicitly with --allow-weaker seccomp",
+                ),
+            );
+            None
+        }
+    };
+    child
+        .confirm_exec()
+        .map_err(|e| Error::Sandbox(e.to_string()))?;
+    let layers = child.layers.clone();
 
     // Wall-clock deadline.
     let mut pfd = [rustix::event::PollFd::new(
@@ -229,108 +212,6 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         timed_out: !ended,
         output_tail: output.finish(),
     })
-}
-
-fn receive_listener(sock: &OwnedFd, timeout: Duration) -> std::io::Result<OwnedFd> {
-    let mut pfd = [rustix::event::PollFd::new(
-        sock,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
-        tv_sec: 10,
-        tv_nsec: 0,
-    });
-    if rustix::event::poll(&mut pfd, Some(&ts))? == 0 {
-        return Err(std::io::Error::other("timed out"));
-    }
-    let mut buf = [0u8; 16];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(
-        sock,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    if msg.bytes == 0 {
-        return Err(std::io::Error::other(
-            "the launcher exited before sending the listener",
-        ));
-    }
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(r) = m {
-            fds.extend(r);
-        }
-    }
-    if fds.len() != 1 || &buf[..msg.bytes] != b"listener" {
-        return Err(std::io::Error::other(
-            "unexpected message from the launcher",
-        ));
-    }
-    Ok(fds.pop().expect("one fd"))
-}
-
-/// The launcher (inside the sandbox, pid 1): install the filter, hand the listener over, exec the program.
-/// Returns only when not asked to run as the launcher.
-pub fn launcher_main_if_requested() {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    if args.get(1).map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new(LAUNCH_ARG)) {
-        return;
-    }
-    let fail = |m: String| -> ! {
-        eprintln!("caffe-sandbox launcher: {m}");
-        std::process::exit(125);
-    };
-    let mut notify_fd = None;
-    let mut bundle_fd = None;
-    let mut i = 2;
-    while i < args.len() && args[i] != "--" {
-        let val = args
-            .get(i + 1)
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<i32>().ok());
-        match args[i].to_str() {
-            Some("--notify-fd") => notify_fd = val,
-            Some("--bundle-fd") => bundle_fd = val,
-            _ => fail(format!("unknown argument {:?}", args[i])),
-        }
-        i += 2;
-    }
-    let cmd = &args.get(i + 1..).unwrap_or_default();
-    if cmd.is_empty() {
-        fail("no program given".into());
-    }
-    // SAFETY: the supervisor passes these fds at these numbers; nothing else in this process owns them.
-    let notify = notify_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    if let Some(fd) = bundle_fd {
-        // SAFETY: as above.
-        let bundle_fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let bundle =
-            read_bundle(bundle_fd.as_fd()).unwrap_or_else(|e| fail(format!("seccomp bundle: {e}")));
-        drop(bundle_fd);
-        let listener = install_filter_with_listener(&bundle.listener)
-            .unwrap_or_else(|e| fail(format!("seccomp: {e}")));
-        let notify = notify
-            .as_ref()
-            .unwrap_or_else(|| fail("no notify fd".into()));
-        let fds = [listener.as_fd()];
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        control.push(SendAncillaryMessage::ScmRights(&fds));
-        sendmsg(
-            notify,
-            &[IoSlice::new(b"listener")],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .unwrap_or_else(|e| fail(format!("sending the listener: {e}")));
-        drop(listener);
-    }
-    drop(notify);
-    use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
-    fail(format!("exec {:?}: {err}", cmd[0]));
 }
 
 /// A one-line description of how a run ended.
