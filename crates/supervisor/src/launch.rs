@@ -83,7 +83,9 @@ pub struct LaunchConfig {
     pub log_level: i32,
     /// The seccomp policy file (None: the built-in worker policy, policies/seccomp/worker.json).
     pub seccomp_policy: Option<PathBuf>,
-    /// The binary re-executed as the jail's stage 2 (None: /proc/self/exe, i.e. the caffe-sandbox binary).
+    /// The binary re-executed as the jail's stage 2. `discover` picks `caffe-sandbox-jail-stage2` next to the
+    /// running executable (an 8 MB program that starts faster than the whole supervisor); None:
+    /// /proc/self/exe, i.e. the running binary, which must call `stage2_main_if_requested` first in `main`.
     pub stage2_exe: Option<PathBuf>,
     /// Extra host paths bound read-only and noexec at the same path (explicit, reported; e.g. a Python standard
     /// library for a test that lets a Python layer really run). Empty by default: the worker needs none.
@@ -107,7 +109,7 @@ impl LaunchConfig {
             limits: ResourceLimits::default(),
             log_level: 1,
             seccomp_policy: None,
-            stage2_exe: None,
+            stage2_exe: beside_current_exe("caffe-sandbox-jail-stage2"),
             extra_ro_paths: Vec::new(),
             extra_env: Vec::new(),
             fork_server: false,
@@ -128,25 +130,27 @@ impl LaunchConfig {
     }
 }
 
+/// `name` in the running executable's directory (or its parent: test binaries live in target/<profile>/deps).
+fn beside_current_exe(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let found = [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    found
+}
+
 fn discover_worker() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("CAFFE_SANDBOX_WORKER") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Setup(format!("cannot find the running executable: {e}")))?;
-    let mut candidates = Vec::new();
-    if let Some(dir) = exe.parent() {
-        candidates.push(dir.join("caffe-sandbox-worker"));
-        // Test binaries live in target/<profile>/deps.
-        if let Some(up) = dir.parent() {
-            candidates.push(up.join("caffe-sandbox-worker"));
-        }
-    }
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+    beside_current_exe("caffe-sandbox-worker").ok_or_else(|| {
         Error::Setup(format!(
             "caffe-sandbox-worker not found next to {} (build it with cargo build --workspace, or set \
              CAFFE_SANDBOX_WORKER)",
-            exe.display()
+            std::env::current_exe().unwrap_or_default().display()
         ))
     })
 }
@@ -192,16 +196,31 @@ pub fn prefix_lib_dirs(prefix: &Path) -> Vec<PathBuf> {
 /// The x86_64 dynamic loader.
 const DYNAMIC_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
-/// Files a dynamically linked program loads, resolved with the prefix on the library path (via the loader's `--list`, run on
-/// our own trusted binaries only). Cached per program.
+/// Files a dynamically linked program loads, resolved with the prefix on the library path: read from the ELF
+/// files in-process ([`crate::elf_deps`]), or by the loader's `--list` for what that does not model. Cached
+/// per program.
 pub fn shared_libraries(program: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
     static CACHE: OnceLock<Mutex<BTreeMap<PathBuf, Vec<PathBuf>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(program) {
         return Ok(v.clone());
     }
+    let libs = match crate::elf_deps::resolve(program, &prefix_lib_dirs(prefix)) {
+        Ok(libs) => libs,
+        // Outside the modelled subset (the reason is not an error): the loader knows.
+        Err(crate::elf_deps::Unsupported(_)) => loader_list(program, prefix)?,
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(program.to_path_buf(), libs.clone());
+    Ok(libs)
+}
+
+/// The dynamic loader's own `--list` (what the `ldd` shell script runs, without the 5 ms of bash), for
+/// programs outside what [`crate::elf_deps`] models.
+pub fn loader_list(program: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
     let libpath = std::env::join_paths(prefix_lib_dirs(prefix)).unwrap_or_default();
-    // The dynamic loader's own `--list` (what the `ldd` shell script runs, without the 5 ms of bash).
     let loader = Path::new(DYNAMIC_LOADER);
     let mut cmd = if loader.is_file() {
         let mut c = std::process::Command::new(loader);
@@ -246,12 +265,7 @@ pub fn shared_libraries(program: &Path, prefix: &Path) -> Result<Vec<PathBuf>> {
             libs.insert(PathBuf::from(p));
         }
     }
-    let libs: Vec<PathBuf> = libs.into_iter().collect();
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(program.to_path_buf(), libs.clone());
-    Ok(libs)
+    Ok(libs.into_iter().collect())
 }
 
 /// A started worker: the sandboxed process and the supervisor's end of the channel.

@@ -13,6 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 pub mod audit;
+pub mod elf_deps;
 pub mod error;
 pub mod files;
 pub mod launch;
