@@ -291,6 +291,39 @@ fn time_runs(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Valu
     Ok(json!({ "p50_ms": p50, "p95_ms": p95, "runs": n }))
 }
 
+/// A measured command for [`time_interleaved`].
+type Timed<'a> = Box<dyn FnMut() -> Result<(), String> + 'a>;
+
+/// Like [`time_runs`] for several tools at once, run in rounds (one run of each tool per round) so that a
+/// slow phase of the machine, or the kernel still tearing down an earlier tool's namespaces, hits every
+/// tool alike. A tool that fails is dropped from later rounds and reported as its error.
+fn time_interleaved(n: usize, tools: Vec<Timed<'_>>) -> Vec<Result<Value, String>> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n); tools.len()];
+    let mut failed: Vec<Option<String>> = vec![None; tools.len()];
+    let mut tools = tools;
+    for _ in 0..n {
+        for (i, f) in tools.iter_mut().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let t = Instant::now();
+            match f() {
+                Ok(()) => samples[i].push(ms(t.elapsed())),
+                Err(e) => failed[i] = Some(e),
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .zip(failed)
+        .map(|(mut v, err)| match err {
+            Some(e) => Err(e),
+            None => Ok(json!({ "p50_ms": percentile(&mut v, 50.0),
+                               "p95_ms": percentile(&mut v, 95.0), "runs": n })),
+        })
+        .collect()
+}
+
 fn check(out: std::io::Result<std::process::Output>, what: &str) -> Result<(), String> {
     let out = out.map_err(|e| format!("{what}: {e}"))?;
     if out.status.success() {
@@ -314,16 +347,9 @@ fn spawn_comparison(
     let bwrap = ensure_tool("bwrap", "bubblewrap")?;
     let crun = ensure_tool("crun", "crun")?;
     let n = args.spawn_runs;
-    eprintln!("[bench] /bin/true under caffe-sandbox run, bwrap+seccomp, crun ({n} runs each)");
-    let ours = time_runs(n, || {
-        check(
-            Command::new(&me)
-                .args(["run", "--audit-log", "/dev/null", "--", "/bin/true"])
-                .stdin(Stdio::null())
-                .output(),
-            "caffe-sandbox run /bin/true",
-        )
-    })?;
+    eprintln!(
+        "[bench] /bin/true under caffe-sandbox run, bwrap+seccomp, crun ({n} rounds, one run of each per round)"
+    );
     // bwrap with the same namespaces, a read-only view of /bin/true's files, a tmpfs scratch and a seccomp
     // filter (the run-tool policy compiled by the same code, as a plain BPF program: bwrap's --seccomp FD).
     let bpf = static_run_tool_filter()?;
@@ -337,31 +363,51 @@ fn spawn_comparison(
             .map(PathBuf::as_path)
             .chain([Path::new("/bin/true")]),
     );
-    let bwrap_true = time_runs(n, || {
-        let f = std::fs::File::open(&bpf_path).map_err(|e| e.to_string())?;
-        let mut c = Command::new(&bwrap);
-        c.args(&true_args)
-            .args(["--seccomp", "9", "/bin/true"])
-            .stdin(Stdio::null());
-        fd_at(&mut c, f, 9);
-        check(c.output(), "bwrap /bin/true")
-    })?;
     let bundle = make_crun_bundle(&true_libs)?;
     let mut id = 0u64;
-    let crun_true = time_runs(n, || {
-        id += 1;
-        let name = format!("cs-bench-{}-{id}", std::process::id());
-        check(
-            Command::new(&crun)
-                .args(["--cgroup-manager=disabled", "run", "--no-pivot", "--bundle"])
-                .arg(&bundle)
-                .arg(&name)
-                .stdin(Stdio::null())
-                .output(),
-            "crun run /bin/true",
-        )
-    });
-    let crun_true = crun_true.unwrap_or_else(|e| json!({ "error": e }));
+    let mut results = time_interleaved(
+        n,
+        vec![
+            Box::new(|| {
+                check(
+                    Command::new(&me)
+                        .args(["run", "--audit-log", "/dev/null", "--", "/bin/true"])
+                        .stdin(Stdio::null())
+                        .output(),
+                    "caffe-sandbox run /bin/true",
+                )
+            }),
+            Box::new(|| {
+                let f = std::fs::File::open(&bpf_path).map_err(|e| e.to_string())?;
+                let mut c = Command::new(&bwrap);
+                c.args(&true_args)
+                    .args(["--seccomp", "9", "/bin/true"])
+                    .stdin(Stdio::null());
+                fd_at(&mut c, f, 9);
+                check(c.output(), "bwrap /bin/true")
+            }),
+            Box::new(|| {
+                id += 1;
+                let name = format!("cs-bench-{}-{id}", std::process::id());
+                check(
+                    Command::new(&crun)
+                        .args(["--cgroup-manager=disabled", "run", "--no-pivot", "--bundle"])
+                        .arg(&bundle)
+                        .arg(&name)
+                        .stdin(Stdio::null())
+                        .output(),
+                    "crun run /bin/true",
+                )
+            }),
+        ],
+    )
+    .into_iter();
+    let ours = results.next().expect("three results")?;
+    let bwrap_true = results.next().expect("three results")?;
+    let crun_true = results
+        .next()
+        .expect("three results")
+        .unwrap_or_else(|e| json!({ "error": e }));
 
     eprintln!("[bench] worker spawn → ready under caffe-sandbox and bwrap ({n} runs each)");
     let ours_worker = time_runs(n, || {

@@ -53,7 +53,10 @@ pub(crate) fn mounts() -> (Option<PathBuf>, Vec<String>) {
 }
 
 pub(crate) fn detect_v2() -> Option<V2> {
-    let mount = mounts().0?;
+    detect_v2_at(mounts().0?)
+}
+
+fn detect_v2_at(mount: PathBuf) -> Option<V2> {
     let cg = fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = cg
         .lines()
@@ -72,10 +75,15 @@ pub(crate) fn detect_v2() -> Option<V2> {
 
 /// Why v2 limits cannot be applied here, or `None` if they can.
 pub(crate) fn unavailability() -> Option<String> {
-    let (_, v1) = mounts();
-    match detect_v2() {
-        None if !v1.is_empty() => Some("cgroup v2 controllers not delegated; v1 only".into()),
-        None => Some("no cgroup v2 hierarchy mounted".into()),
+    usable_v2().err()
+}
+
+/// Our own v2 cgroup when limits can be applied there, or why not (one read of mountinfo).
+fn usable_v2() -> Result<V2, String> {
+    let (v2_mount, v1) = mounts();
+    match v2_mount.and_then(detect_v2_at) {
+        None if !v1.is_empty() => Err("cgroup v2 controllers not delegated; v1 only".into()),
+        None => Err("no cgroup v2 hierarchy mounted".into()),
         Some(v2) => {
             let missing: Vec<&str> = REQUIRED
                 .iter()
@@ -92,19 +100,19 @@ pub(crate) fn unavailability() -> Option<String> {
                 if !v1.is_empty() {
                     s.push_str("; v1 only");
                 }
-                return Some(s);
+                return Err(s);
             }
             // SAFETY: access() only checks permissions of a valid path string.
             let writable = crate::sys::cstr(v2.own.as_os_str())
                 .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
                 .unwrap_or(false);
             if !writable {
-                return Some(format!(
+                return Err(format!(
                     "cgroup v2 {} is not writable by this user (not delegated)",
                     v2.own.display()
                 ));
             }
-            None
+            Ok(v2)
         }
     }
 }
@@ -132,10 +140,7 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
 
 /// Create the child cgroup and write the limits (before the clone).
 pub(crate) fn prepare(l: &CgroupLimits) -> Result<Plan, String> {
-    if let Some(why) = unavailability() {
-        return Err(why);
-    }
-    let v2 = detect_v2().ok_or("cgroup v2 vanished")?;
+    let v2 = usable_v2()?;
     // Processes may not live in an inner cgroup with controllers enabled (no-internal-process rule), so the
     // sandbox cgroups are created as siblings under a "caffe-sandbox" child with controllers enabled.
     let parent = v2.own.join("caffe-sandbox");

@@ -737,10 +737,10 @@ fn notify_execve_filter() -> Vec<u8> {
         v
     };
     [
-        insn(0x20, 0, 0, 0),                                   // ld [nr]
-        insn(0x15, 0, 1, libc::SYS_execve as u32),             // jeq execve
-        insn(0x06, 0, 0, libc::SECCOMP_RET_USER_NOTIF as u32), // ret notify
-        insn(0x06, 0, 0, libc::SECCOMP_RET_ALLOW as u32),      // ret allow
+        insn(0x20, 0, 0, 0),                            // ld [nr]
+        insn(0x15, 0, 1, libc::SYS_execve as u32),      // jeq execve
+        insn(0x06, 0, 0, libc::SECCOMP_RET_USER_NOTIF), // ret notify
+        insn(0x06, 0, 0, libc::SECCOMP_RET_ALLOW),      // ret allow
     ]
     .concat()
 }

@@ -17,8 +17,9 @@ use object::elf::{self, FileHeader64};
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::read::ReadCache;
 use object::Endianness;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -122,12 +123,21 @@ fn read_elf(path: &Path, origin: &Path) -> Result<ElfDeps, ReadError> {
     Ok(deps)
 }
 
-/// `/etc/ld.so.cache` (format `glibc-ld.so.cache1.1`): library name → paths, x86-64 libc6 entries only.
-#[derive(Debug, Default)]
+/// `/etc/ld.so.cache` (format `glibc-ld.so.cache1.1`), looked up in place: one program needs a handful of
+/// names, and indexing all ~600 entries first costs more than scanning them per name.
+#[derive(Debug)]
 struct LdCache {
-    paths: HashMap<String, Vec<PathBuf>>,
-    /// Names with a glibc-hwcaps variant, whose choice depends on the CPU: not modelled.
-    hwcaps: HashSet<String>,
+    bytes: Vec<u8>,
+    nlibs: usize,
+}
+
+/// What the cache says about one name.
+#[derive(Debug, Default, PartialEq)]
+struct CacheHit {
+    /// x86-64 libc6 entries, in cache order.
+    paths: Vec<PathBuf>,
+    /// A glibc-hwcaps variant exists, whose choice depends on the CPU: not modelled.
+    hwcaps: bool,
 }
 
 const CACHE_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
@@ -136,41 +146,50 @@ const CACHE_ENTRY: usize = 24;
 const FLAG_ELF_LIBC6: u32 = 0x0003;
 const FLAG_X8664_LIB64: u32 = 0x0300;
 
-fn parse_ld_cache(bytes: &[u8]) -> Option<LdCache> {
-    if !bytes.starts_with(CACHE_MAGIC) {
-        return None;
-    }
-    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
-    let c_str = |o: u32| -> Option<&str> {
-        let rest = bytes.get(o as usize..)?;
-        std::str::from_utf8(&rest[..rest.iter().position(|&b| b == 0)?]).ok()
-    };
-    let nlibs = u32_at(20)? as usize;
-    let mut cache = LdCache::default();
-    for i in 0..nlibs {
-        let at = CACHE_HEADER + i * CACHE_ENTRY;
-        let (flags, key, value, hwcap) = (
-            u32_at(at)?,
-            u32_at(at + 4)?,
-            u32_at(at + 8)?,
-            u64_at(at + 16)?,
-        );
-        if flags & 0xff != FLAG_ELF_LIBC6 || flags & 0xff00 != FLAG_X8664_LIB64 {
-            continue;
+impl LdCache {
+    fn parse(bytes: Vec<u8>) -> Option<LdCache> {
+        if !bytes.starts_with(CACHE_MAGIC) {
+            return None;
         }
-        let name = c_str(key)?.to_string();
-        if hwcap != 0 {
-            cache.hwcaps.insert(name);
-            continue;
+        let nlibs = u32::from_le_bytes(bytes.get(20..24)?.try_into().ok()?) as usize;
+        if bytes.len() < CACHE_HEADER + nlibs.checked_mul(CACHE_ENTRY)? {
+            return None;
         }
-        cache
-            .paths
-            .entry(name)
-            .or_default()
-            .push(PathBuf::from(c_str(value)?));
+        Some(LdCache { bytes, nlibs })
     }
-    Some(cache)
+
+    fn u32_at(&self, o: usize) -> u32 {
+        u32::from_le_bytes(self.bytes[o..o + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The NUL-terminated string at `o` (`None` when out of bounds or unterminated).
+    fn c_str(&self, o: u32) -> Option<&[u8]> {
+        let rest = self.bytes.get(o as usize..)?;
+        Some(&rest[..rest.iter().position(|&b| b == 0)?])
+    }
+
+    fn lookup(&self, name: &str) -> CacheHit {
+        let mut hit = CacheHit::default();
+        for i in 0..self.nlibs {
+            let at = CACHE_HEADER + i * CACHE_ENTRY;
+            let flags = self.u32_at(at);
+            if flags & 0xff != FLAG_ELF_LIBC6 || flags & 0xff00 != FLAG_X8664_LIB64 {
+                continue;
+            }
+            if self.c_str(self.u32_at(at + 4)) != Some(name.as_bytes()) {
+                continue;
+            }
+            let hwcap =
+                u64::from_le_bytes(self.bytes[at + 16..at + 24].try_into().expect("8 bytes"));
+            if hwcap != 0 {
+                hit.hwcaps = true;
+            } else if let Some(v) = self.c_str(self.u32_at(at + 8)) {
+                hit.paths
+                    .push(PathBuf::from(std::ffi::OsStr::from_bytes(v)));
+            }
+        }
+        hit
+    }
 }
 
 fn ld_cache() -> Result<&'static LdCache, Unsupported> {
@@ -179,7 +198,7 @@ fn ld_cache() -> Result<&'static LdCache, Unsupported> {
         .get_or_init(|| {
             std::fs::read("/etc/ld.so.cache")
                 .ok()
-                .and_then(|b| parse_ld_cache(&b))
+                .and_then(LdCache::parse)
         })
         .as_ref()
         .ok_or_else(|| Unsupported("/etc/ld.so.cache missing or in an unknown format".into()))
@@ -280,11 +299,11 @@ fn find(
             return Ok(found);
         }
     }
-    let cache = ld_cache()?;
-    if cache.hwcaps.contains(name) {
+    let hit = ld_cache()?.lookup(name);
+    if hit.hwcaps {
         return Err(Unsupported(format!("{name} has glibc-hwcaps variants")));
     }
-    for candidate in cache.paths.get(name).into_iter().flatten() {
+    for candidate in &hit.paths {
         if let Some(found) = try_load(candidate)? {
             return Ok(found);
         }
@@ -332,15 +351,18 @@ mod tests {
         b.extend(entry(0x0803, strings_at, strings_at + 42, 0)); // 32-bit: skipped
         b.extend(entry(0x0303, strings_at, strings_at + 10, 1 << 62)); // hwcaps variant
         b.extend(strings);
-        let c = parse_ld_cache(&b).unwrap();
+        let truncated = b[..CACHE_HEADER + 10].to_vec();
+        let c = LdCache::parse(b).unwrap();
+        let hit = c.lookup("libz.so.1");
         assert_eq!(
-            c.paths["libz.so.1"],
+            hit.paths,
             [PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1")]
         );
-        assert!(c.hwcaps.contains("libz.so.1"));
-        assert!(parse_ld_cache(b"ld.so-1.7.0").is_none());
+        assert!(hit.hwcaps);
+        assert_eq!(c.lookup("libzz.so.1"), CacheHit::default());
+        assert!(LdCache::parse(b"ld.so-1.7.0".to_vec()).is_none());
         // Truncated: refused, not read past the end.
-        assert!(parse_ld_cache(&b[..CACHE_HEADER + 10]).is_none());
+        assert!(LdCache::parse(truncated).is_none());
     }
 
     #[test]

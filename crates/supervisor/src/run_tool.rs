@@ -12,7 +12,9 @@ use crate::process::{signal_name, ExitStatus, StderrCollector};
 use caffe_sandbox_jail::{
     ExecFilter, Layer, LayerReport, LayerState, ProcMode, SandboxSpec, ScratchSpec, StdoutMode,
 };
-use caffe_sandbox_seccomp::{compile_bundle, Monitor, MonitorOptions, Phase, Policy, Vars};
+use caffe_sandbox_seccomp::{
+    compile_bundle, Monitor, MonitorOptions, Phase, Policy, ResolvedPolicy, Vars,
+};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,26 +69,44 @@ fn find_program(cfg: &LaunchConfig, program: &Path) -> Result<PathBuf> {
         })
 }
 
+/// The run-tool policy, resolved for a program that is pid 1 of its sandbox, and its listener filter.
+fn run_tool_filter() -> Result<(ResolvedPolicy, ExecFilter)> {
+    let policy = Policy::run_tool()
+        .resolve(&Vars {
+            worker_tgid: Some(1),
+        })
+        .map_err(|e| Error::Sandbox(format!("run-tool seccomp policy: {e}")))?;
+    let bundle = compile_bundle(&policy)
+        .map_err(|e| Error::Sandbox(format!("seccomp layer unavailable: {e}")))?;
+    let filter = ExecFilter {
+        bpf: bundle.listener,
+        name: "run-tool policy".into(),
+    };
+    Ok((policy, filter))
+}
+
 /// Runs `spec` in the sandbox and waits for it.
 pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
     let program = find_program(cfg, &spec.program)?;
     let mut sandbox = SandboxSpec::new(&program);
     sandbox.args = spec.args.clone();
-    let policy = if cfg.require_seccomp() {
-        let policy = Policy::run_tool()
-            .resolve(&Vars {
-                worker_tgid: Some(1),
-            })
-            .map_err(|e| Error::Sandbox(format!("run-tool seccomp policy: {e}")))?;
-        let bundle = compile_bundle(&policy)
-            .map_err(|e| Error::Sandbox(format!("seccomp layer unavailable: {e}")))?;
-        sandbox.exec_filter = Some(ExecFilter {
-            bpf: bundle.listener,
-            name: "run-tool policy".into(),
+    // The policy compiles (libseccomp) while the program's libraries are resolved: both sit on every run's
+    // critical path.
+    let (compiled, libs) = std::thread::scope(|scope| {
+        let compiling = cfg.require_seccomp().then(|| scope.spawn(run_tool_filter));
+        let libs = shared_libraries(&program, &cfg.caffe_prefix);
+        let compiled = compiling.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Sandbox("seccomp compilation panicked".into())))
         });
-        Some(policy)
-    } else {
-        None
+        (compiled.transpose(), libs)
+    });
+    let policy = match compiled? {
+        Some((policy, filter)) => {
+            sandbox.exec_filter = Some(filter);
+            Some(policy)
+        }
+        None => None,
     };
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
     sandbox.env = vec![
@@ -96,7 +116,7 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         ("GLOG_logtostderr".into(), "1".into()),
         ("HOME".into(), "/scratch".into()),
     ];
-    let mut ro = shared_libraries(&program, &cfg.caffe_prefix)?;
+    let mut ro = libs?;
     ro.retain(|p| p != &program);
     sandbox.ro_paths = ro;
     sandbox.ro_noexec_paths = spec
@@ -122,14 +142,6 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
     let mut child = spawner()?
         .spawn(sandbox)
         .map_err(|e| Error::Sandbox(e.to_string()))?;
-    let output = StderrCollector::start(
-        child
-            .stderr
-            .try_clone()
-            .map_err(|e| Error::Sandbox(format!("stderr pipe: {e}")))?,
-        64 * 1024,
-    );
-
     // Answer the filter's notifications (the one allowed execve first), then let the exec go ahead.
     let monitor = match (policy, child.seccomp_listener.take()) {
         (Some(policy), Some(listener)) => {
@@ -173,6 +185,13 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
             None
         }
     };
+    let output = StderrCollector::start(
+        child
+            .stderr
+            .try_clone()
+            .map_err(|e| Error::Sandbox(format!("stderr pipe: {e}")))?,
+        64 * 1024,
+    );
     child
         .confirm_exec()
         .map_err(|e| Error::Sandbox(e.to_string()))?;
