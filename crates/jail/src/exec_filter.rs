@@ -17,6 +17,34 @@ use rustix::net::{
 
 /// The one message stage 2 sends, with the listener attached.
 const TAG: &[u8] = b"seccomp-listener";
+/// First byte of the supervisor's message: a program follows, or the reason there is none.
+const PROGRAM: u8 = b'P';
+const NO_PROGRAM: u8 = b'E';
+/// A program is at most 4096 instructions of 8 bytes (the kernel's limit); a reason is short text.
+const MAX_MESSAGE: usize = 1 + 4096 * 8;
+
+/// Supervisor: send the program (or why there is none) to stage 2.
+pub(crate) fn send_program(sock: BorrowedFd<'_>, program: Result<&[u8], &str>) -> io::Result<()> {
+    let (tag, body) = match program {
+        Ok(bpf) => (PROGRAM, bpf),
+        Err(why) => (NO_PROGRAM, why.as_bytes()),
+    };
+    let body = &body[..body.len().min(MAX_MESSAGE - 1)];
+    let msg = [&[tag][..], body].concat();
+    rustix::net::send(sock, &msg, SendFlags::empty())?;
+    Ok(())
+}
+
+/// Stage 2: wait for the supervisor's program. `Err(reason)` inside: no program (the layer is unavailable).
+pub(crate) fn recv_program(sock: BorrowedFd<'_>) -> io::Result<Result<Vec<u8>, String>> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let (n, _) = rustix::net::recv(sock, &mut buf, RecvFlags::empty())?;
+    match buf[..n].split_first() {
+        Some((&PROGRAM, bpf)) => Ok(Ok(bpf.to_vec())),
+        Some((&NO_PROGRAM, why)) => Ok(Err(String::from_utf8_lossy(why).into_owned())),
+        _ => Err(io::Error::other("the supervisor sent no seccomp program")),
+    }
+}
 
 /// Supervisor: a `CLOEXEC` `SOCK_SEQPACKET` pair (supervisor's end, stage 2's end).
 pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -91,6 +119,23 @@ mod tests {
         assert!(recv_listener(a.as_fd()).unwrap().is_some());
         drop(b);
         assert!(recv_listener(a.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn carries_a_program_or_the_reason_there_is_none() {
+        let (a, b) = socket_pair().unwrap();
+        send_program(a.as_fd(), Ok(&[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+        assert_eq!(
+            recv_program(b.as_fd()).unwrap(),
+            Ok(vec![1, 2, 3, 4, 5, 6, 7, 8])
+        );
+        send_program(a.as_fd(), Err("libseccomp refused")).unwrap();
+        assert_eq!(
+            recv_program(b.as_fd()).unwrap(),
+            Err("libseccomp refused".into())
+        );
+        drop(a);
+        assert!(recv_program(b.as_fd()).is_err());
     }
 
     #[test]

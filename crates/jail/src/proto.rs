@@ -46,13 +46,13 @@ pub(crate) struct Stage2Spec {
     /// Layers decided by the parent (UserNs, CgroupV2, Seccomp).
     pub parent_layers: LayerReport,
     pub simulate_unavailable: BTreeSet<Layer>,
-    /// [`crate::ExecFilter`]: installed last, its listener sent over `sock`.
+    /// [`crate::ExecFilter`]: its program received and its listener sent over `sock`, installed last.
     pub exec_filter: Option<Stage2ExecFilter>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Stage2ExecFilter {
-    pub bpf: Vec<u8>,
+    /// The program itself arrives on `sock` (it may still be compiling when stage 2 starts).
     pub name: String,
     /// Stage 2's end of the listener socket pair (`CLOEXEC` after stage 2 starts).
     pub sock: RawFd,

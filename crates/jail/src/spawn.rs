@@ -12,7 +12,8 @@ use crate::proto::{self, Decoded, Stage2ExecFilter, Stage2Msg, Stage2Spec};
 use crate::sys::{self, check};
 use crate::userns::{self, ChildPlan};
 use crate::{
-    cgroup, exec_filter, stage2, JailError, Layer, LayerReport, LayerState, SandboxSpec, StdoutMode,
+    cgroup, exec_filter, stage2, BpfSource, ExecFilter, JailError, Layer, LayerReport, LayerState,
+    SandboxSpec, StdoutMode,
 };
 
 /// A sandboxed process.
@@ -40,6 +41,8 @@ pub struct Sandboxed {
     /// Set while the target's `execve` is still undecided (exec filter only): see
     /// [`Sandboxed::confirm_exec`].
     pub exec_pending: Option<PendingExec>,
+    /// Stage 2 ran in the clone child itself (single-threaded caller) rather than as a re-executed binary.
+    pub stage2_in_child: bool,
 }
 
 /// The report pipe of a sandbox whose target `execve` has not been confirmed yet.
@@ -346,18 +349,26 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         );
     }
 
-    // Stage-2 executable, opened now (O_PATH) so a replaced file cannot be swapped in.
+    // Stage 2 in the clone child itself (single-threaded caller), or re-executed: its executable opened now
+    // (O_PATH) so a replaced file cannot be swapped in.
+    let in_child = spec.stage2_in_child && crate::single_threaded();
     let exe_path = spec
         .stage2_exe
         .clone()
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-    let exe = std::fs::File::options()
-        .read(true)
-        .custom_flags_opath()
-        .open(&exe_path)
-        .map_err(|e| {
-            JailError::sys(format!("open stage 2 executable {}", exe_path.display()), e)
-        })?;
+    let exe = if in_child {
+        None
+    } else {
+        Some(
+            std::fs::File::options()
+                .read(true)
+                .custom_flags_opath()
+                .open(&exe_path)
+                .map_err(|e| {
+                    JailError::sys(format!("open stage 2 executable {}", exe_path.display()), e)
+                })?,
+        )
+    };
 
     let (sync_r, sync_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
@@ -418,7 +429,6 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         simulate_unavailable: simulate.clone(),
         exec_filter: spec.exec_filter.as_ref().zip(filter_pair.as_ref()).map(
             |(f, (_, child_end))| Stage2ExecFilter {
-                bpf: f.bpf.clone(),
                 name: f.name.clone(),
                 sock: child_end.as_raw_fd(),
             },
@@ -449,7 +459,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let plan = ChildPlan {
-        exe_fd: exe.as_raw_fd(),
+        exe_fd: exe.as_ref().map_or(-1, |e| e.as_raw_fd()),
         _argv: argv,
         argv_ptrs,
         envp_ptrs: vec![std::ptr::null()],
@@ -460,6 +470,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         bind_paths,
         bind_pipe_w: bind_w.as_raw_fd(),
         drop_groups: is_root && with_userns,
+        stage2_in_child: in_child.then(|| (memfd.as_raw_fd(), report_w.as_raw_fd())),
     };
 
     if !with_userns && !spec.allow_weaker.contains(&Layer::UserNs) {
@@ -498,6 +509,14 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
             }
             Err(e) => return Err(JailError::sys("clone3", e)),
         };
+    // The exec filter's compiler runs while the child builds the sandbox.
+    let compiling = match &spec.exec_filter {
+        Some(ExecFilter {
+            bpf: BpfSource::Compile(c),
+            ..
+        }) => c.start(),
+        _ => None,
+    };
     // SAFETY: clone3 returned a fresh pidfd owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(sync_r);
@@ -570,6 +589,27 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
     drop(w);
     drop(exe);
 
+    // The exec filter's program (it may have been compiling until now), or why there is none.
+    if let (Some(f), Some(sock)) = (&spec.exec_filter, &filter_sock) {
+        let program = match (&f.bpf, compiling) {
+            (BpfSource::Ready(bpf), _) => Ok(bpf.clone()),
+            (BpfSource::Compile(_), Some(h)) => h
+                .join()
+                .unwrap_or_else(|_| Err("the seccomp compiler panicked".into())),
+            (BpfSource::Compile(_), None) => {
+                Err("the seccomp compiler could not be started (or was used already)".into())
+            }
+        };
+        let sent =
+            exec_filter::send_program(sock.as_fd(), program.as_deref().map_err(String::as_str));
+        if let Err(e) = sent {
+            return Err(abort(JailError::sys(
+                "sending the seccomp program to stage 2",
+                e,
+            )));
+        }
+    }
+
     // Read the report until EOF (exec succeeded or stage 2 died) or timeout — with an exec filter, only until
     // the listener arrives: the filter may hold the target's execve until the caller answers it.
     let started = Instant::now();
@@ -632,6 +672,7 @@ fn spawn_inner(spec: &SandboxSpec, no_userns: Option<String>) -> Result<Sandboxe
         cgroup,
         seccomp_listener: listener,
         exec_pending,
+        stage2_in_child: in_child,
     })
 }
 

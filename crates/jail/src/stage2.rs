@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +28,16 @@ pub fn stage2_main_if_requested() {
     }
     let mut fd = || -> Option<RawFd> { args.next().and_then(|a| a.to_str()?.parse().ok()) };
     let (Some(spec_fd), Some(report_fd)) = (fd(), fd()) else {
-        std::process::exit(120);
+        exit_now(120);
     };
     run(spec_fd, report_fd)
+}
+
+/// Ends stage 2 without running exit handlers or flushing stdio buffers: in the clone child of a
+/// single-threaded caller those are copies of the caller's.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
 }
 
 enum Fail {
@@ -73,7 +80,8 @@ fn send(report_fd: RawFd, msg: &Stage2Msg) {
     let _ = proto::write_msg(&*f, msg);
 }
 
-fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
+/// Stage 2 proper: from the re-executed binary, or directly in the clone child of a single-threaded caller.
+pub(crate) fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
     // Refuse a manual invocation: stage 2 must be pid 1 of a fresh pid namespace and hold the supervisor's
     // sealed spec memfd. (Otherwise e.g. `make / rprivate` would hit the caller's own mount namespace.)
     // SAFETY: getpid has no preconditions; F_GET_SEALS only queries the fd.
@@ -81,7 +89,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
     let want = libc::F_SEAL_SEAL | libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
     if pid != 1 || seals < 0 || seals & want != want {
         eprintln!("{STAGE2_ARG}: internal entry point of the sandbox, not for direct use");
-        std::process::exit(118);
+        exit_now(118);
     }
     // SAFETY: the fd number was handed to us by the supervisor through argv and is owned by this process.
     let mut spec_file = unsafe { File::from_raw_fd(spec_fd) };
@@ -90,7 +98,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
         .and_then(|_| proto::read_spec(&spec_file))
     {
         Ok(s) if s.report_fd == report_fd => s,
-        Ok(_) => std::process::exit(119),
+        Ok(_) => exit_now(119),
         Err(e) => {
             // E.g. a caffe-sandbox-jail-stage2 left over from another build next to the caller.
             send(
@@ -100,7 +108,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
                      build as the program that spawns the sandbox"
                 )),
             );
-            std::process::exit(119)
+            exit_now(119)
         }
     };
     drop(spec_file);
@@ -117,11 +125,11 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
         Ok(b) => b,
         Err((fd, Fail::Unavailable(layer, cause))) => {
             send(fd, &Stage2Msg::Unavailable { layer, cause });
-            std::process::exit(126)
+            exit_now(126)
         }
         Err((fd, Fail::Setup(s))) => {
             send(fd, &Stage2Msg::SetupFailed(s));
-            std::process::exit(125)
+            exit_now(125)
         }
     };
     let Built {
@@ -134,10 +142,15 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
     // The exec filter comes last: from here on only write, sendmsg, close, execve (and exit_group).
     let listener = match (&spec.exec_filter, filter_sock) {
         (Some(f), Some(sock)) => {
-            let res = if ctx.simulate.contains(&Layer::Seccomp) {
-                Err(io_simulated())
-            } else {
-                exec_filter::install(&f.bpf)
+            // SAFETY: `sock` is our end of the listener socket pair, kept open by `fds::arrange`.
+            let sock_fd = unsafe { BorrowedFd::borrow_raw(sock) };
+            let res = match exec_filter::recv_program(sock_fd) {
+                Err(e) => Err(format!("receiving the program: {e}")),
+                Ok(Err(why)) => Err(why),
+                Ok(Ok(_)) if ctx.simulate.contains(&Layer::Seccomp) => {
+                    Err(io_simulated().to_string())
+                }
+                Ok(Ok(bpf)) => exec_filter::install(&bpf).map_err(|e| e.to_string()),
             };
             let outcome = res.as_ref().map(|_| {
                 format!(
@@ -150,7 +163,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
                 outcome.map_err(|e| format!("installing {}: {e}", f.name)),
             ) {
                 send(report_fd, &Stage2Msg::Unavailable { layer, cause });
-                std::process::exit(126)
+                exit_now(126)
             }
             res.ok().map(|l| (sock, l))
         }
@@ -165,7 +178,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
                 report_fd,
                 &Stage2Msg::SetupFailed(format!("handing the seccomp listener over: {e}")),
             );
-            std::process::exit(125)
+            exit_now(125)
         }
     }
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
@@ -179,7 +192,7 @@ fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
         report_fd,
         &Stage2Msg::ExecFailed(format!("execve {}: {e}", spec.program.display())),
     );
-    std::process::exit(127)
+    exit_now(127)
 }
 
 fn io_simulated() -> std::io::Error {

@@ -9,6 +9,9 @@ use crate::proto::CHILD_EXEC_FAILED;
 /// Host uid/gid the sandbox's uid/gid 0 maps to when the supervisor runs as root.
 pub(crate) const ROOT_MODE_ID: u32 = 65534;
 
+/// `SECBIT_NO_SETUID_FIXUP` (linux/securebits.h).
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+
 const CLONE_NEWTIME_UNUSED: u64 = 0;
 
 /// `struct clone_args` (version 2, 88 bytes).
@@ -65,6 +68,9 @@ pub(crate) struct ChildPlan {
     pub bind_pipe_w: RawFd,
     /// Drop supplementary groups (root mode: setgroups is allowed in the new user namespace).
     pub drop_groups: bool,
+    /// `Some((spec memfd, report fd))`: run stage 2 right here instead of exec'ing `exe_fd` (the caller is
+    /// single-threaded, so this fork-like child may run any code).
+    pub stage2_in_child: Option<(RawFd, RawFd)>,
 }
 
 /// `clone3` with the namespace flags and `CLONE_PIDFD`. Returns (pid, pidfd) in the parent; the child runs
@@ -157,6 +163,14 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
         {
             child_fail(plan.report_w);
         }
+        // Stage 2 in this child: no exec will recompute capabilities after the id change below, so keep them
+        // through it (as root, kuid 0 -> 65534 would otherwise clear them). Stage 2 locks the securebits and
+        // drops every capability before the target's exec.
+        if plan.stage2_in_child.is_some()
+            && libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0
+        {
+            child_fail(plan.report_w);
+        }
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
         {
@@ -166,6 +180,9 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
             if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                 child_fail(plan.report_w);
             }
+        }
+        if let Some((spec_fd, report_fd)) = plan.stage2_in_child {
+            crate::stage2::run(spec_fd, report_fd);
         }
         let empty = b"\0";
         libc::syscall(

@@ -782,7 +782,7 @@ fn continue_one(listener: &OwnedFd) -> i32 {
 fn exec_filter_is_installed_before_execve_and_its_listener_handed_over() {
     let mut s = spec(&["hello"]);
     s.exec_filter = Some(ExecFilter {
-        bpf: notify_execve_filter(),
+        bpf: BpfSource::Ready(notify_execve_filter()),
         name: "test filter".into(),
     });
     let mut sb = spawn(&s).unwrap_or_else(|e| panic!("spawn failed: {e}"));
@@ -812,7 +812,7 @@ fn exec_filter_is_installed_before_execve_and_its_listener_handed_over() {
 fn an_exec_filter_that_cannot_be_installed_fails_closed_unless_allowed() {
     let mut s = spec(&["hello"]);
     s.exec_filter = Some(ExecFilter {
-        bpf: vec![0; 12], // not a whole number of instructions: the kernel never sees it
+        bpf: BpfSource::Ready(vec![0; 12]), // not a whole number of instructions: the kernel never sees it
         name: "broken filter".into(),
     });
     match spawn(&s) {
@@ -832,4 +832,23 @@ fn an_exec_filter_that_cannot_be_installed_fails_closed_unless_allowed() {
     sb.confirm_exec().unwrap();
     let stderr = read_capped(sb.stderr.try_clone().unwrap(), 1 << 20);
     assert_eq!(sb.wait().unwrap(), ExitStatus::Code(0), "{stderr}");
+}
+
+#[test]
+fn stage2_runs_in_the_clone_child_of_a_single_threaded_caller() {
+    // The probe binary is single-threaded on the host; it spawns itself and checks the result.
+    let out = std::process::Command::new(probe())
+        .arg("spawn-single-threaded")
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("PROBE-FAIL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("PROBE-OK stage 2 in the clone child"),
+        "{stderr}"
+    );
 }

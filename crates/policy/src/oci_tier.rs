@@ -632,6 +632,7 @@ pub fn launch_worker(
             cgroup: None,
             seccomp_listener: None,
             exec_pending: None,
+            stage2_in_child: false,
         },
         channel: Some(channel),
         layers,

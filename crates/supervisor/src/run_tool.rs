@@ -10,13 +10,15 @@ use crate::error::{Error, Result};
 use crate::launch::{prefix_lib_dirs, shared_libraries, spawner, LaunchConfig};
 use crate::process::{signal_name, ExitStatus, StderrCollector};
 use caffe_sandbox_jail::{
-    ExecFilter, Layer, LayerReport, LayerState, ProcMode, SandboxSpec, ScratchSpec, StdoutMode,
+    BpfSource, CompileOnce, ExecFilter, Layer, LayerReport, LayerState, ProcMode, SandboxSpec,
+    ScratchSpec, StdoutMode,
 };
 use caffe_sandbox_seccomp::{
-    compile_bundle, Monitor, MonitorOptions, Phase, Policy, ResolvedPolicy, Vars,
+    listener_filter, Monitor, MonitorOptions, Phase, Policy, ResolvedPolicy, Vars,
 };
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// What to run.
@@ -70,19 +72,32 @@ fn find_program(cfg: &LaunchConfig, program: &Path) -> Result<PathBuf> {
 }
 
 /// The run-tool policy, resolved for a program that is pid 1 of its sandbox, and its listener filter.
-fn run_tool_filter() -> Result<(ResolvedPolicy, ExecFilter)> {
+fn run_tool_filter() -> Result<(ResolvedPolicy, Vec<u8>)> {
     let policy = Policy::run_tool()
         .resolve(&Vars {
             worker_tgid: Some(1),
         })
         .map_err(|e| Error::Sandbox(format!("run-tool seccomp policy: {e}")))?;
-    let bundle = compile_bundle(&policy)
+    let bpf = listener_filter(&policy)
         .map_err(|e| Error::Sandbox(format!("seccomp layer unavailable: {e}")))?;
-    let filter = ExecFilter {
-        bpf: bundle.listener,
-        name: "run-tool policy".into(),
-    };
-    Ok((policy, filter))
+    Ok((policy, bpf))
+}
+
+/// The run-tool filter, compiled by the jail on its own thread right after the clone (stage 2 needs it only
+/// as its last step, so compilation overlaps building the sandbox); the resolved policy comes back on the
+/// channel for the monitor.
+fn compile_in_background() -> (BpfSource, mpsc::Receiver<Result<ResolvedPolicy>>) {
+    let (tx, rx) = mpsc::channel();
+    let source = BpfSource::Compile(CompileOnce::new(move || {
+        let compiled = run_tool_filter();
+        let bpf = match &compiled {
+            Ok((_, bpf)) => Ok(bpf.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = tx.send(compiled.map(|(policy, _)| policy));
+        bpf
+    }));
+    (source, rx)
 }
 
 /// Runs `spec` in the sandbox and waits for it.
@@ -90,23 +105,22 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
     let program = find_program(cfg, &spec.program)?;
     let mut sandbox = SandboxSpec::new(&program);
     sandbox.args = spec.args.clone();
-    // The policy compiles (libseccomp) while the program's libraries are resolved: both sit on every run's
-    // critical path.
-    let (compiled, libs) = std::thread::scope(|scope| {
-        let compiling = cfg.require_seccomp().then(|| scope.spawn(run_tool_filter));
-        let libs = shared_libraries(&program, &cfg.caffe_prefix);
-        let compiled = compiling.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(Error::Sandbox("seccomp compilation panicked".into())))
+    let compiling = cfg.require_seccomp().then(|| {
+        let (bpf, handle) = compile_in_background();
+        sandbox.exec_filter = Some(ExecFilter {
+            bpf,
+            name: "run-tool policy".into(),
         });
-        (compiled.transpose(), libs)
+        handle
     });
-    let policy = match compiled? {
-        Some((policy, filter)) => {
-            sandbox.exec_filter = Some(filter);
-            Some(policy)
+    let policy = || -> Result<Option<ResolvedPolicy>> {
+        match compiling {
+            None => Ok(None),
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Sandbox("the seccomp compiler did not run".into())))
+                .map(Some),
         }
-        None => None,
     };
     let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
     sandbox.env = vec![
@@ -116,7 +130,7 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         ("GLOG_logtostderr".into(), "1".into()),
         ("HOME".into(), "/scratch".into()),
     ];
-    let mut ro = libs?;
+    let mut ro = shared_libraries(&program, &cfg.caffe_prefix)?;
     ro.retain(|p| p != &program);
     sandbox.ro_paths = ro;
     sandbox.ro_noexec_paths = spec
@@ -139,9 +153,26 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         .chain([Layer::CgroupV2])
         .collect();
     sandbox.stage2_exe = cfg.stage2_exe.clone();
-    let mut child = spawner()?
-        .spawn(sandbox)
-        .map_err(|e| Error::Sandbox(e.to_string()))?;
+    // A single-threaded caller (the CLI) spawns from its own thread: the jail then runs stage 2 in the clone
+    // child without an exec, and the parent-death signal follows the process.
+    let spawned = if caffe_sandbox_jail::single_threaded() {
+        let spawned = caffe_sandbox_jail::spawn(&sandbox);
+        drop(sandbox); // its passed fds, as the spawner thread does
+        spawned.map_err(|e| Error::Sandbox(e.to_string()))
+    } else {
+        spawner().and_then(|s| s.spawn(sandbox).map_err(|e| Error::Sandbox(e.to_string())))
+    };
+    // The compiler has finished by now (the jail waited for its program), or did not run.
+    let policy = policy();
+    let mut child = spawned?;
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     // Answer the filter's notifications (the one allowed execve first), then let the exec go ahead.
     let monitor = match (policy, child.seccomp_listener.take()) {
         (Some(policy), Some(listener)) => {

@@ -57,6 +57,7 @@ pub fn main() -> i32 {
     let mut p = P { failed: false };
     match mode {
         "hello" => p.check("hello", true, "alive"),
+        "spawn-single-threaded" => spawn_single_threaded(&mut p),
         "true" => return 0,
         "ids" => ids(&mut p),
         "net" => net(&mut p, rest[0].parse().expect("port"), &rest[1]),
@@ -632,4 +633,76 @@ fn noexec(p: &mut P, path: &str) {
         e == libc::EACCES,
         format!("errno {e}"),
     );
+}
+
+/// Host side (not sandboxed): spawn `hello` from this single-threaded process with an exec filter compiled
+/// on the jail's thread, and check that stage 2 ran in the clone child and every layer held.
+fn spawn_single_threaded(p: &mut P) {
+    use caffe_sandbox_jail::{
+        single_threaded, spawn, BpfSource, CompileOnce, ExecFilter, ExitStatus, Layer, SandboxSpec,
+        ScratchSpec,
+    };
+    use std::io::Read;
+    p.check("single threaded", single_threaded(), "before the spawn");
+    let me = std::env::current_exe().expect("own path");
+    let mut s = SandboxSpec::new(&me);
+    s.args = vec!["hello".into()];
+    s.ro_paths = vec![
+        "/lib64/ld-linux-x86-64.so.2".into(),
+        "/lib/x86_64-linux-gnu/libc.so.6".into(),
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1".into(),
+    ];
+    s.scratch = Some(ScratchSpec {
+        path: "/scratch".into(),
+        size_bytes: 1 << 20,
+    });
+    // RET ALLOW: the point is the hand-over, not the policy.
+    let allow: Vec<u8> = [
+        0x06u16.to_ne_bytes().to_vec(),
+        vec![0, 0],
+        libc::SECCOMP_RET_ALLOW.to_ne_bytes().to_vec(),
+    ]
+    .concat();
+    s.exec_filter = Some(ExecFilter {
+        bpf: BpfSource::Compile(CompileOnce::new(move || Ok(allow))),
+        name: "allow-all test filter".into(),
+    });
+    let mut sb = match spawn(&s) {
+        Ok(sb) => sb,
+        Err(e) => return p.check("spawn", false, e),
+    };
+    p.check(
+        "stage 2 in the clone child",
+        sb.stage2_in_child,
+        "no re-exec",
+    );
+    p.check(
+        "listener handed over",
+        sb.seccomp_listener.take().is_some(),
+        "",
+    );
+    p.check("exec confirmed", sb.confirm_exec().is_ok(), "");
+    let mut out = String::new();
+    let _ = std::fs::File::from(sb.stderr.try_clone().expect("dup")).read_to_string(&mut out);
+    let status = sb.wait();
+    p.check(
+        "target ran",
+        status.as_ref().ok() == Some(&ExitStatus::Code(0)) && out.contains("PROBE-OK hello"),
+        format!("{status:?}: {out}"),
+    );
+    for layer in [
+        Layer::UserNs,
+        Layer::MountNs,
+        Layer::Landlock,
+        Layer::Capabilities,
+        Layer::NoNewPrivs,
+        Layer::Seccomp,
+        Layer::FdsClosed,
+    ] {
+        p.check(
+            &format!("layer {layer}"),
+            sb.layers.is_enforced(layer),
+            format!("{:?}", sb.layers.get(layer)),
+        );
+    }
 }
