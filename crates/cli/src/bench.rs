@@ -346,6 +346,8 @@ fn spawn_comparison(
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let bwrap = ensure_tool("bwrap", "bubblewrap")?;
     let crun = ensure_tool("crun", "crun")?;
+    let runc = ensure_tool("runc", "runc")?;
+    let runc_root = std::env::temp_dir().join(format!("cs-bench-runc-{}", std::process::id()));
     let n = args.spawn_runs;
     eprintln!(
         "[bench] /bin/true under caffe-sandbox run, bwrap+seccomp, crun ({n} rounds, one run of each per round)"
@@ -357,14 +359,30 @@ fn spawn_comparison(
     std::fs::write(&bpf_path, &bpf).map_err(|e| e.to_string())?;
     let true_libs =
         shared_libraries(Path::new("/bin/true"), &cfg.caffe_prefix).map_err(|e| e.to_string())?;
-    let true_args = bwrap_args(
+    let env: Vec<(String, String)> = caffe_sandbox_supervisor::run_tool::environment(cfg)
+        .into_iter()
+        .chain([("TMPDIR".into(), "/scratch".into())])
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let mut true_args = bwrap_args(
         true_libs
             .iter()
             .map(PathBuf::as_path)
             .chain([Path::new("/bin/true")]),
     );
-    let bundle = make_crun_bundle(&true_libs)?;
+    // The same environment `caffe-sandbox run` gives its program (the Caffe prefix on LD_LIBRARY_PATH, …):
+    // the same payload under each tool.
+    for (k, v) in &env {
+        true_args.extend(["--setenv".into(), k.clone(), v.clone()]);
+    }
+    let bundle = make_crun_bundle(&true_libs, &env)?;
     let mut id = 0u64;
+    let mut runc_id = 0u64;
     let mut results = time_interleaved(
         n,
         vec![
@@ -399,15 +417,34 @@ fn spawn_comparison(
                     "crun run /bin/true",
                 )
             }),
+            // runc as well: crun refuses hosts whose cgroup v1 controllers sit next to a v2 hierarchy.
+            Box::new(|| {
+                runc_id += 1;
+                let name = format!("cs-bench-runc-{}-{runc_id}", std::process::id());
+                check(
+                    Command::new(&runc)
+                        .arg("--root")
+                        .arg(&runc_root)
+                        .args(["run", "--bundle"])
+                        .arg(&bundle)
+                        .arg(&name)
+                        .stdin(Stdio::null())
+                        .output(),
+                    "runc run /bin/true",
+                )
+            }),
         ],
     )
     .into_iter();
-    let ours = results.next().expect("three results")?;
-    let bwrap_true = results.next().expect("three results")?;
-    let crun_true = results
-        .next()
-        .expect("three results")
-        .unwrap_or_else(|e| json!({ "error": e }));
+    let ours = results.next().expect("four results")?;
+    let bwrap_true = results.next().expect("four results")?;
+    let or_error = |r: Option<Result<Value, String>>| {
+        r.expect("four results")
+            .unwrap_or_else(|e| json!({ "error": e }))
+    };
+    let crun_true = or_error(results.next());
+    let runc_true = or_error(results.next());
+    let _ = std::fs::remove_dir_all(&runc_root);
 
     eprintln!("[bench] worker spawn → ready under caffe-sandbox and bwrap ({n} runs each)");
     let ours_worker = time_runs(n, || {
@@ -449,9 +486,9 @@ fn spawn_comparison(
     let _ = std::fs::remove_file(&bpf_path);
     let _ = std::fs::remove_dir_all(&bundle);
     Ok(json!({
-        "true": { "caffe_sandbox_run": ours, "bwrap_with_seccomp": bwrap_true, "crun": crun_true },
+        "true": { "caffe_sandbox_run": ours, "bwrap_with_seccomp": bwrap_true, "crun": crun_true, "runc": runc_true },
         "worker_to_ready": { "caffe_sandbox": ours_worker, "bwrap_same_binds_no_seccomp": bwrap_worker },
-        "tools": { "bwrap": bwrap, "crun": crun },
+        "tools": { "bwrap": bwrap, "crun": crun, "runc": runc },
     }))
 }
 
@@ -549,7 +586,8 @@ fn fd_at(c: &mut Command, fd: impl Into<std::os::fd::OwnedFd>, target: i32) {
     }
 }
 
-fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
+fn make_crun_bundle(libs: &[PathBuf], env: &[(String, String)]) -> Result<PathBuf, String> {
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let dir = std::env::temp_dir().join(format!("cs-bench-crun-{}", std::process::id()));
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
@@ -558,18 +596,28 @@ fn make_crun_bundle(libs: &[PathBuf]) -> Result<PathBuf, String> {
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "size=16m"]}),
     ];
+    // Mount points exist in the (read-only) rootfs beforehand: runc creates missing ones as the container's
+    // root, which (uid 65534 on the host) may not write into this directory.
+    for d in ["proc", "dev", "scratch"] {
+        std::fs::create_dir_all(rootfs.join(d)).map_err(|e| e.to_string())?;
+    }
     for p in libs
         .iter()
         .map(|p| p.as_path())
         .chain(std::iter::once(Path::new("/bin/true")))
     {
+        let target = rootfs.join(p.strip_prefix("/").unwrap_or(p));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&target, b"").map_err(|e| e.to_string())?;
         mounts.push(
             json!({"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
         );
     }
     let config = json!({
         "ociVersion": "1.0.2",
-        "process": { "terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": [], "cwd": "/",
+        "process": { "terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": env, "cwd": "/",
                      "noNewPrivileges": true, "capabilities": {"bounding": [], "effective": [], "permitted": []} },
         "root": { "path": "rootfs", "readonly": true },
         "hostname": "bench",
@@ -712,6 +760,7 @@ fn print_table(v: &Value) {
                 &sp["true"]["bwrap_with_seccomp"],
             ),
             ("/bin/true: crun run", &sp["true"]["crun"]),
+            ("/bin/true: runc run", &sp["true"]["runc"]),
             (
                 "worker → ready: caffe-sandbox",
                 &sp["worker_to_ready"]["caffe_sandbox"],

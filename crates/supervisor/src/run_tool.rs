@@ -71,6 +71,18 @@ fn find_program(cfg: &LaunchConfig, program: &Path) -> Result<PathBuf> {
         })
 }
 
+/// The whole environment of a `run` program (nothing is inherited; the jail adds `TMPDIR=/scratch`).
+pub fn environment(cfg: &LaunchConfig) -> Vec<(OsString, OsString)> {
+    let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
+    vec![
+        ("LD_LIBRARY_PATH".into(), libdirs),
+        ("PATH".into(), "/nonexistent".into()),
+        ("LANG".into(), "C".into()),
+        ("GLOG_logtostderr".into(), "1".into()),
+        ("HOME".into(), "/scratch".into()),
+    ]
+}
+
 /// The run-tool policy, resolved for a program that is pid 1 of its sandbox, and its listener filter.
 fn run_tool_filter() -> Result<(ResolvedPolicy, Vec<u8>)> {
     let policy = Policy::run_tool()
@@ -122,14 +134,7 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
                 .map(Some),
         }
     };
-    let libdirs = std::env::join_paths(prefix_lib_dirs(&cfg.caffe_prefix)).unwrap_or_default();
-    sandbox.env = vec![
-        ("LD_LIBRARY_PATH".into(), libdirs),
-        ("PATH".into(), "/nonexistent".into()),
-        ("LANG".into(), "C".into()),
-        ("GLOG_logtostderr".into(), "1".into()),
-        ("HOME".into(), "/scratch".into()),
-    ];
+    sandbox.env = environment(cfg);
     let mut ro = shared_libraries(&program, &cfg.caffe_prefix)?;
     ro.retain(|p| p != &program);
     sandbox.ro_paths = ro;

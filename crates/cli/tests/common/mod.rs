@@ -128,7 +128,7 @@ pub fn both() -> [As; 2] {
     }
 }
 
-fn unsafe_is_root() -> bool {
+pub fn unsafe_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
