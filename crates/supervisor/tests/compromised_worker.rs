@@ -7,34 +7,15 @@
 //!
 //! Needs the workspace built (`cargo build --workspace --examples`, done by `cargo test --workspace`); user
 //! namespaces and seccomp must be available: a missing precondition fails loudly.
+mod common;
 use caffe_sandbox_supervisor::probe::{self, ProbeTargets, ProbeVerdict, PROBES};
 use caffe_sandbox_supervisor::{Deadlines, Error, Input, LaunchConfig, Layer, Worker};
+use common::built;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn built(rel: &str) -> PathBuf {
-    let p = target_dir().join(rel);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the workspace with its examples (cargo build --workspace --examples)",
-        p.display()
-    );
-    p
-}
 
 fn cfg(attack: &str) -> LaunchConfig {
     let mut c = LaunchConfig::discover()

@@ -4,28 +4,13 @@
 //! test does not accept for these binaries (the fast path must cover them).
 //!
 //! Needs `scripts/setup` (the Caffe prefix) and the workspace built (`cargo test --workspace`).
+mod common;
 use caffe_sandbox_supervisor::elf_deps::resolve;
 use caffe_sandbox_supervisor::launch::{loader_list, prefix_lib_dirs};
 use caffe_sandbox_supervisor::LaunchConfig;
+use common::built;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-
-fn built(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    let p = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace)",
-        p.display()
-    );
-    p
-}
 
 fn prefix() -> PathBuf {
     LaunchConfig::discover()

@@ -6,10 +6,12 @@
 //!
 //! Needs `scripts/setup` (the Caffe prefix, open_nsfw) and the workspace built (`cargo test --workspace`);
 //! user namespaces and seccomp must be available: a missing precondition fails loudly.
+mod common;
 use caffe_sandbox_supervisor::seccomp_watch::confirm_from_kernel;
 use caffe_sandbox_supervisor::{
     Deadlines, Error, FirewallMode, Input, LaunchConfig, Layer, ModelBundle, Worker, WorkerFailure,
 };
+use common::built;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,27 +19,6 @@ use std::time::{Duration, Instant};
 
 const UNPRIV_ENV: &str = "CS_FORK_SERVER_TEST_UNPRIVILEGED";
 const HELPER_ENV: &str = "CS_FORK_SERVER_TEST_HELPER";
-
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn built(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace)",
-        p.display()
-    );
-    p
-}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -3,26 +3,11 @@
 //! seccomp (explicitly allowed) and this unfiltered test process are reported as weakened.
 //!
 //! Needs `scripts/setup` (the Caffe prefix, open_nsfw) and the workspace built (`cargo test --workspace`).
+mod common;
 use caffe_sandbox_supervisor::seccomp_watch::{confirm_from_kernel, kernel_seccomp};
 use caffe_sandbox_supervisor::{Input, LaunchConfig, Layer, LayerState, ModelBundle, Worker};
+use common::built;
 use std::path::PathBuf;
-
-fn built(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    let p = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the workspace (cargo test --workspace)",
-        p.display()
-    );
-    p
-}
 
 fn cfg() -> LaunchConfig {
     let mut c = LaunchConfig::discover()
