@@ -10,7 +10,7 @@
 mod common;
 use caffe_sandbox_supervisor::probe::{self, ProbeTargets, ProbeVerdict, PROBES};
 use caffe_sandbox_supervisor::{Deadlines, Error, Input, LaunchConfig, Layer, Worker};
-use common::built;
+use common::{built, is_root, rerun_as_nobody};
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
@@ -385,49 +385,12 @@ fn a_grandchild_holding_the_channel_cannot_hang_the_supervisor_even_without_secc
 /// instead of root), so the supervisor itself is unprivileged.
 #[test]
 fn rootless_subset() {
-    // SAFETY: trivial getter.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         // Already unprivileged: this run is the rootless one.
         rootless_inner();
         return;
     }
-    let me = std::env::current_exe().unwrap();
-    let mut probe_path = me.clone();
-    while let Some(p) = probe_path.parent() {
-        probe_path = p.to_path_buf();
-        let mode = std::fs::metadata(&probe_path).map(|m| {
-            use std::os::unix::fs::PermissionsExt;
-            m.permissions().mode()
-        });
-        assert!(
-            mode.map(|m| m & 0o005 == 0o005).unwrap_or(false),
-            "{} is not world-accessible: the rootless rerun as uid 65534 cannot reach the test binary \
-             (build in a world-readable checkout)",
-            probe_path.display()
-        );
-        if probe_path == Path::new("/") {
-            break;
-        }
-    }
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&me)
-        .args([
-            "--exact",
-            "rootless_inner",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("setpriv");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    rerun_as_nobody("rootless_inner");
 }
 
 #[test]

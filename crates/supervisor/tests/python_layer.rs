@@ -6,7 +6,7 @@
 //! host file content anywhere in the error or the stderr tail. Firewall OFF: the sandbox itself is tested.
 mod common;
 use caffe_sandbox_supervisor::{Deadlines, Error, FirewallMode, LaunchConfig, ModelBundle, Worker};
-use common::target_dir;
+use common::{is_root, rerun_as_nobody, target_dir};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -128,6 +128,27 @@ fn tail(e: &Error) -> String {
 
 #[test]
 fn a_python_layer_really_runs_and_every_harmful_action_is_blocked() {
+    python_layer_checks();
+}
+
+/// The same with an unprivileged supervisor (uid 65534, rootless sandbox through user namespaces).
+#[test]
+fn a_python_layer_is_contained_by_the_rootless_sandbox_too() {
+    if !is_root() {
+        eprintln!("already unprivileged: the test above was the rootless run");
+        return;
+    }
+    rerun_as_nobody("python_layer_as_nobody");
+}
+
+#[test]
+#[ignore = "run by a_python_layer_is_contained_by_the_rootless_sandbox_too as uid 65534"]
+fn python_layer_as_nobody() {
+    assert!(!is_root(), "must run unprivileged");
+    python_layer_checks();
+}
+
+fn python_layer_checks() {
     let secret_dir = world_dir("secret");
     let secret = secret_dir.join("secret.txt");
     let marker = format!("CSPYSECRET{}", std::process::id());
