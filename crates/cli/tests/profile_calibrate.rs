@@ -209,3 +209,29 @@ fn calibrated_limits_run_open_nsfw_and_a_limit_below_the_peak_fails_with_memory_
     assert!(again.contains("# Schema: docs/policy.md"), "{again}");
     assert!(Path::new(&out).is_file());
 }
+
+#[test]
+fn profile_works_with_an_unprivileged_supervisor() {
+    // The supervisor as uid 65534 (rootless sandbox): strace attaches from the host side to a worker of the
+    // same host uid inside its own user namespace.
+    let m = open_nsfw();
+    for who in both() {
+        let out = run(
+            who,
+            &[
+                "profile".as_ref(),
+                "--model".as_ref(),
+                m.as_os_str(),
+                "--json".as_ref(),
+            ],
+        );
+        assert!(out.status.success(), "{who:?}: {}", text(&out));
+        let j = json(&out);
+        assert_eq!(j["covered"], true, "{who:?}: {j:#}");
+        assert_eq!(j["diff"]["missing"], Value::Array(vec![]), "{who:?}: {j:#}");
+        assert!(
+            j["diff"]["rows"].as_array().is_some_and(|r| r.len() > 20),
+            "{who:?}: strace recorded too little: {j:#}"
+        );
+    }
+}
