@@ -7,10 +7,10 @@
 //!
 //! Needs the workspace built (`cargo build --workspace --examples`, done by `cargo test --workspace`); user
 //! namespaces and seccomp must be available: a missing precondition fails loudly.
-mod common;
+
 use caffe_sandbox_supervisor::probe::{self, ProbeTargets, ProbeVerdict, PROBES};
 use caffe_sandbox_supervisor::{Deadlines, Error, Input, LaunchConfig, Layer, Worker};
-use common::{built, is_root, rerun_as_nobody};
+use caffe_sandbox_testkit::{built, is_root, rerun_as_nobody};
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;

@@ -4,11 +4,11 @@
 //! test does not accept for these binaries (the fast path must cover them).
 //!
 //! Needs `scripts/setup` (the Caffe prefix) and the workspace built (`cargo test --workspace`).
-mod common;
+
 use caffe_sandbox_supervisor::elf_deps::resolve;
 use caffe_sandbox_supervisor::launch::{loader_list, prefix_lib_dirs};
 use caffe_sandbox_supervisor::LaunchConfig;
-use common::built;
+use caffe_sandbox_testkit::built;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -6,12 +6,12 @@
 //!
 //! Needs `scripts/setup` (the Caffe prefix, open_nsfw) and the workspace built (`cargo test --workspace`);
 //! user namespaces and seccomp must be available: a missing precondition fails loudly.
-mod common;
+
 use caffe_sandbox_supervisor::seccomp_watch::confirm_from_kernel;
 use caffe_sandbox_supervisor::{
     Deadlines, Error, FirewallMode, Input, LaunchConfig, Layer, ModelBundle, Worker, WorkerFailure,
 };
-use common::built;
+use caffe_sandbox_testkit::{built, open_nsfw_dir, repo, sample};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,13 +19,6 @@ use std::time::{Duration, Instant};
 
 const UNPRIV_ENV: &str = "CS_FORK_SERVER_TEST_UNPRIVILEGED";
 const HELPER_ENV: &str = "CS_FORK_SERVER_TEST_HELPER";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn cfg(fork_server: bool) -> LaunchConfig {
     let mut c = LaunchConfig::discover()
@@ -99,21 +92,13 @@ fn unchecked(dir: &Path) -> ModelBundle {
 }
 
 fn open_nsfw() -> ModelBundle {
-    let d = repo().join(".cache/models/open_nsfw");
-    assert!(
-        d.join("resnet_50_1by2_nsfw.caffemodel").is_file(),
-        "open_nsfw missing at {}: run scripts/setup",
-        d.display()
-    );
-    ModelBundle::from_dir(&d, &Default::default()).unwrap()
+    ModelBundle::from_dir(&open_nsfw_dir(), &Default::default()).unwrap()
 }
 
 fn photo(name: &str) -> Input {
-    let p = repo().join(".cache/samples").join(name);
     Input::Image {
         name: "data".into(),
-        bytes: std::fs::read(&p)
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", p.display())),
+        bytes: std::fs::read(sample(name)).unwrap(),
     }
 }
 

@@ -4,9 +4,9 @@
 //! worker at net construction, reports what it could do on stderr, then tries one harmful action. Each action
 //! must be blocked (seccomp report naming the system call, or the errno it saw), the host unchanged, and no
 //! host file content anywhere in the error or the stderr tail. Firewall OFF: the sandbox itself is tested.
-mod common;
+
 use caffe_sandbox_supervisor::{Deadlines, Error, FirewallMode, LaunchConfig, ModelBundle, Worker};
-use common::{is_root, rerun_as_nobody, target_dir};
+use caffe_sandbox_testkit::{is_root, rerun_as_nobody, target_dir};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,10 +3,10 @@
 //! seccomp (explicitly allowed) and this unfiltered test process are reported as weakened.
 //!
 //! Needs `scripts/setup` (the Caffe prefix, open_nsfw) and the workspace built (`cargo test --workspace`).
-mod common;
+
 use caffe_sandbox_supervisor::seccomp_watch::{confirm_from_kernel, kernel_seccomp};
 use caffe_sandbox_supervisor::{Input, LaunchConfig, Layer, LayerState, ModelBundle, Worker};
-use common::built;
+use caffe_sandbox_testkit::{built, open_nsfw_dir};
 use std::path::PathBuf;
 
 fn cfg() -> LaunchConfig {
@@ -18,9 +18,8 @@ fn cfg() -> LaunchConfig {
 }
 
 fn open_nsfw() -> ModelBundle {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/open_nsfw");
-    assert!(dir.is_dir(), "{} missing: run scripts/setup", dir.display());
-    ModelBundle::from_dir_checked(&dir, &Default::default(), &Default::default()).unwrap()
+    ModelBundle::from_dir_checked(&open_nsfw_dir(), &Default::default(), &Default::default())
+        .unwrap()
 }
 
 #[test]

@@ -3,72 +3,15 @@
 //! asserted loudly: a missing precondition is a test failure, never a skip.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test binary uses a subset
+pub use caffe_sandbox_testkit::{
+    built as sibling, is_root, open_nsfw_dir as open_nsfw, repo, sample, set_mode, tmpdir,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_caffe-sandbox"))
-}
-
-/// A sibling binary of the workspace (worker, in-process baseline); built by `cargo test --workspace`.
-pub fn sibling(name: &str) -> PathBuf {
-    let p = bin().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the whole workspace (cargo test --workspace)",
-        p.display()
-    );
-    p
-}
-
-pub fn open_nsfw() -> PathBuf {
-    let p = repo().join(".cache/models/open_nsfw");
-    assert!(
-        p.join("resnet_50_1by2_nsfw.caffemodel").is_file(),
-        "open_nsfw is missing at {}: run scripts/setup (these tests need the real model)",
-        p.display()
-    );
-    p
-}
-
-pub fn sample(name: &str) -> PathBuf {
-    let p = repo().join(".cache/samples").join(name);
-    assert!(
-        p.is_file(),
-        "sample {} missing: run scripts/setup",
-        p.display()
-    );
-    p
-}
-
-/// A fresh world-readable temporary directory (the sandboxed worker runs as an unprivileged uid).
-pub fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cs-test-{tag}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    set_mode(&d, 0o755);
-    d
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
-}
-
-pub fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// Writes a model directory with `prototxt` and `weights` bytes (world-readable).
@@ -120,17 +63,12 @@ pub enum As {
 }
 
 pub fn both() -> [As; 2] {
-    if unsafe_is_root() {
+    if is_root() {
         [As::Invoker, As::Unprivileged]
     } else {
         // Already unprivileged: both runs are rootless.
         [As::Invoker, As::Invoker]
     }
-}
-
-pub fn unsafe_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs `caffe-sandbox ARGS` as `who`, with an audit log in a temporary directory.

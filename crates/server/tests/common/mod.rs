@@ -3,80 +3,16 @@
 //! Missing preconditions (workspace not built, scripts/setup not run) fail loudly; nothing is skipped.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // each test binary uses a subset
+pub use caffe_sandbox_testkit::{
+    built as sibling, open_nsfw_dir as open_nsfw, repo, sample, set_mode as chmod, target_dir,
+    tmpdir,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// target/<profile>/ (the test binary lives in target/<profile>/deps/).
-pub fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A binary of the workspace next to the test's target directory.
-pub fn sibling(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: build the whole workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
-}
-
-pub fn open_nsfw() -> PathBuf {
-    let p = repo().join(".cache/models/open_nsfw");
-    assert!(
-        p.join("resnet_50_1by2_nsfw.caffemodel").is_file(),
-        "open_nsfw is missing at {}: run scripts/setup (these tests need the real model)",
-        p.display()
-    );
-    p
-}
-
-pub fn sample(name: &str) -> PathBuf {
-    let p = repo().join(".cache/samples").join(name);
-    assert!(
-        p.is_file(),
-        "sample {} missing: run scripts/setup",
-        p.display()
-    );
-    p
-}
-
-/// A fresh world-readable temporary directory (sandboxed workers run as an unprivileged uid).
-pub fn tmpdir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "cs-server-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    chmod(&d, 0o755);
-    d
-}
-
-pub fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// Writes `<dir>/deploy.prototxt` and an empty `<dir>/weights.caffemodel` (untrained layers keep their fillers).
 pub fn write_model(dir: &Path, prototxt: &str) {
