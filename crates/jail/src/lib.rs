@@ -15,13 +15,16 @@
 //!    uid/gid with `setgroups` denied; as root, ns 0 ↦ 65534/65534 (the worker is never host root), and
 //!    (if requested and delegated) moves the child into its cgroup v2.
 //! 3. Stage 2 is a fresh single-threaded image of the supervisor binary (re-executed through
-//!    [`stage2_main_if_requested`], which the binary must call first thing in `main`). It reads the spec from
+//!    [`stage2_main_if_requested`], which the binary must call first thing in `main`) — or, when the caller is
+//!    single-threaded ([`SandboxSpec::stage2_in_child`]), the clone child itself, which may then run any code
+//!    (it keeps its namespace capabilities through the id switch with `SECBIT_NO_SETUID_FIXUP`). It reads the spec from
 //!    the memfd and, with the namespace-root capabilities of its own user namespace, builds a minimal root
 //!    (private propagation, tmpfs root, read-only binds, a tmpfs `/dev` with bound nodes, optional private
 //!    `/proc` (`subset=pid`), a size-capped scratch tmpfs, `pivot_root`, old root detached), sets the hostname,
 //!    arranges fds (`close_range`), `setsid`, rlimits, locked securebits, `no_new_privs`, Landlock, drops every
 //!    capability including the bounding set, re-arms `PR_SET_PDEATHSIG`, reads back what it can, writes the
-//!    [`LayerReport`] into a `CLOEXEC` pipe and `execve`s the target, which becomes pid 1 of the new pid
+//!    [`LayerReport`] into a `CLOEXEC` pipe (with [`SandboxSpec::exec_filter`]: installs that seccomp filter
+//!    and hands its listener over), and `execve`s the target, which becomes pid 1 of the new pid
 //!    namespace (killing it kills every process in the sandbox). A successful exec closes the pipe.
 //!    Stage 2 refuses to run unless it is pid 1 and holds a sealed spec memfd (no accidental use on the host).
 //!
