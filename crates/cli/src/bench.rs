@@ -1,13 +1,20 @@
 //! `caffe-sandbox bench`: the project's own benchmark. Everything is measured in the same run on the same
 //! machine, and printed as ratios against the baselines:
 //! - the in-process baseline (`caffe-inprocess`: the same libcaffe, shim and preprocessing, no sandbox, no
-//!   protocol): model load, first forward, steady forward (median of N);
-//! - the sandboxed worker: spawn → ready, load, first forward, steady forward, through the real protocol;
-//! - spawn cost of `/bin/true` under `caffe-sandbox run`, `bwrap` (equivalent namespaces and binds plus a
-//!   seccomp filter) and `crun run`, and the worker from spawn to ready under caffe-sandbox vs under bwrap
-//!   with the same binds (p50/p95 over K runs).
+//!   protocol): model load, first forward, steady forward;
+//! - the sandboxed worker (fresh exec) and a worker forked from the fork server: start → ready, load, first
+//!   forward, steady forward, through the real protocol;
+//! - spawn cost of `/bin/true` under `caffe-sandbox run`, `bwrap` (equivalent namespaces, binds and environment
+//!   plus a seccomp filter), `crun run` and `runc run`, and the worker from spawn to ready under caffe-sandbox
+//!   vs under bwrap with the same binds (p50/p95 over K runs).
 //!
-//! bwrap and crun come from Debian; the bench installs them with apt-get when missing (root) and says so.
+//! Interleaving: cold starts are sampled once per round for each variant (medians reported); steady forwards
+//! are taken round by round from three warm processes (one `caffe-inprocess --more-from-stdin`, the two
+//! workers), with a pause between batches so that one process's spinning OpenBLAS threads do not run into
+//! the next measurement; spawn tools likewise alternate run by run. A change of the machine's pace during
+//! the run then hits every variant alike.
+//!
+//! bwrap, crun and runc come from Debian; the bench installs them with apt-get when missing (root) and says so.
 use crate::options::SandboxArgs;
 use caffe_sandbox_supervisor::launch::{prefix_lib_dirs, shared_libraries};
 use caffe_sandbox_supervisor::{Input, ModelBundle, Worker};
@@ -26,12 +33,18 @@ pub struct BenchArgs {
     /// Image used for the forward passes (default: the chelsea.png sample).
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
-    /// Steady-state forward passes measured (median reported).
-    #[arg(long, default_value_t = 20)]
+    /// Steady-state forward passes measured per variant (median reported).
+    #[arg(long, default_value_t = 60)]
     pub iters: usize,
     /// Spawn measurements per tool (p50/p95 reported).
     #[arg(long, default_value_t = 20)]
     pub spawn_runs: usize,
+    /// The steady forwards are taken in this many interleaved rounds (each round: the in-process baseline, the
+    /// sandboxed worker, the forked worker, iters/rounds forwards each, all three processes kept warm), so that
+    /// a change of the machine's pace during the run hits all three alike.
+    /// Cold starts are sampled once per round as well (medians reported).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
     /// Skip the bwrap/crun comparison (e.g. when they cannot be installed).
     #[arg(long)]
     pub no_external: bool,
@@ -97,67 +110,133 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         .unwrap_or_else(|| repo_default(".cache/samples/chelsea.png"));
     let cfg = args.sandbox.launch_config().map_err(|e| e.to_string())?;
     let inprocess = cfg.worker_exe.with_file_name("caffe-inprocess");
-    eprintln!("[bench] in-process baseline ({})", inprocess.display());
-    let out = Command::new(&inprocess)
-        .args([
-            "--model".as_ref(),
-            model_dir.as_os_str(),
-            "--image".as_ref(),
-            image.as_os_str(),
-        ])
-        .args(["--iters", &args.iters.to_string()])
-        .output()
-        .map_err(|e| format!("{}: {e}", inprocess.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "in-process baseline failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let base: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let mut base_steady: Vec<f64> = base["steady_forward_ms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_f64)
-        .collect();
-    let base_load = base["load_ms"].as_f64().unwrap_or(f64::NAN);
-    let base_first = base["first_forward_ms"].as_f64().unwrap_or(f64::NAN);
-    let base_steady_med = median(&mut base_steady);
-
-    eprintln!("[bench] sandboxed worker");
+    let rounds = (args.rounds as usize).clamp(1, args.iters.max(1));
+    let per_round = args.iters.div_ceil(rounds).max(1);
     let model = ModelBundle::from_dir_checked(&model_dir, &Default::default(), &Default::default())
         .map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
-    let t0 = Instant::now();
-    let mut w = Worker::start(&cfg, args.sandbox.deadlines()).map_err(|e| e.to_string())?;
-    let spawn_ready = t0.elapsed();
-    let t = Instant::now();
-    let info = w.load(&model).map_err(|e| e.to_string())?;
-    let load = t.elapsed();
+    let deadlines = args.sandbox.deadlines();
+    let mut fork_cfg = cfg.clone();
+    fork_cfg.fork_server = true;
+
+    // Cold starts, `rounds` samples of each, interleaved (the in-process baseline first, as always: every
+    // variant then sees the same warm page cache). The last sandboxed and forked workers stay up for the
+    // steady rounds.
+    eprintln!(
+        "[bench] cold starts: {rounds} rounds (in-process ({}), sandboxed worker, forked worker)",
+        inprocess.display()
+    );
+    let mut base_cold = Cold::default();
+    let mut sandboxed_cold = Cold::default();
+    let mut forked_cold = Cold::default();
+    let mut base_outputs = Value::Null;
+    let mut first_out = Vec::new();
+    let mut server_start = None;
+    let mut fork_ms = Vec::new();
+    let mut live: Option<(Worker, Result<Worker, String>)> = None;
+    for round in 0..rounds {
+        let base = inprocess_run(&inprocess, &model_dir, &image)?;
+        base_cold.push(
+            0.0,
+            base["load_ms"].as_f64().unwrap_or(f64::NAN),
+            base["first_forward_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        if base_outputs.is_null() {
+            base_outputs = base["outputs"].clone();
+        }
+        quiesce();
+        let (w, out) = cold_worker(&cfg, &deadlines, &model, &bytes, &mut sandboxed_cold)?;
+        if first_out.is_empty() {
+            first_out = out;
+        }
+        quiesce();
+        let forked = (|| {
+            if server_start.is_none() {
+                // The server's one-time start (its first fork included), then fork → ready of further workers.
+                let t = Instant::now();
+                Worker::start(&fork_cfg, deadlines.clone())
+                    .map_err(|e| e.to_string())?
+                    .shutdown();
+                server_start = Some(t.elapsed());
+                for _ in 0..args.spawn_runs {
+                    let t = Instant::now();
+                    let w =
+                        Worker::start(&fork_cfg, deadlines.clone()).map_err(|e| e.to_string())?;
+                    fork_ms.push(ms(t.elapsed()));
+                    w.shutdown();
+                }
+            }
+            cold_worker(&fork_cfg, &deadlines, &model, &bytes, &mut forked_cold).map(|(w, _)| w)
+        })();
+        quiesce();
+        match (round + 1 == rounds, forked) {
+            (true, forked) => live = Some((w, forked)),
+            (false, Ok(f)) => {
+                w.shutdown();
+                f.shutdown();
+            }
+            (false, Err(e)) => {
+                w.shutdown();
+                live = None;
+                forked_cold.error = Some(e);
+            }
+        }
+    }
+    let (mut w, mut forked) = live.ok_or("no worker left for the steady rounds")?;
+    if let Some(e) = forked_cold.error.clone() {
+        if let Ok(f) = forked {
+            f.shutdown();
+        }
+        forked = Err(e);
+    }
+
+    // Steady forwards: one warm baseline process and the two warm workers, round by round.
+    eprintln!(
+        "[bench] steady forwards: {rounds} rounds of {per_round} (in-process, sandboxed, forked)"
+    );
     let input = Input::Image {
-        name: info.inputs[0].name.clone(),
-        bytes,
+        name: w
+            .model_info()
+            .map(|i| i.inputs[0].name.clone())
+            .unwrap_or_else(|| "data".into()),
+        bytes: bytes.clone(),
     };
-    let t = Instant::now();
-    let first_out = w
-        .infer(std::slice::from_ref(&input))
-        .map_err(|e| e.to_string())?;
-    let first = t.elapsed();
-    let mut steady = Vec::with_capacity(args.iters);
-    for _ in 0..args.iters {
-        let t = Instant::now();
-        w.infer(std::slice::from_ref(&input))
-            .map_err(|e| e.to_string())?;
-        steady.push(ms(t.elapsed()));
+    let mut baseline = Baseline::start(&inprocess, &model_dir, &image, per_round)?;
+    let mut base_steady = steady_of(&baseline.first);
+    quiesce();
+    let mut steady = Vec::with_capacity(rounds * per_round);
+    let mut forked_steady = Vec::with_capacity(rounds * per_round);
+    let timed = |w: &mut Worker, into: &mut Vec<f64>| -> Result<(), String> {
+        for _ in 0..per_round {
+            let t = Instant::now();
+            w.infer(std::slice::from_ref(&input))
+                .map_err(|e| e.to_string())?;
+            into.push(ms(t.elapsed()));
+        }
+        quiesce();
+        Ok(())
+    };
+    for round in 0..rounds {
+        if round > 0 {
+            base_steady.extend(baseline.more(per_round)?);
+            quiesce();
+        }
+        timed(&mut w, &mut steady)?;
+        if let Ok(f) = &mut forked {
+            if let Err(e) = timed(f, &mut forked_steady) {
+                forked = Err(e);
+            }
+        }
     }
     let layers = w.layers();
     w.shutdown();
+    baseline.finish()?;
+    let base_steady_med = median(&mut base_steady);
     let steady_med = median(&mut steady);
     let same = first_out
         .iter()
         .find(|o| o.name == "prob")
-        .zip(base["outputs"]["prob"]["data"].as_array())
+        .zip(base_outputs["prob"]["data"].as_array())
         .map(|(o, b)| {
             o.data
                 .iter()
@@ -166,92 +245,206 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         })
         .unwrap_or(false);
 
-    let cold_sandboxed = ms(spawn_ready + load + first);
-    let cold_inprocess = base_load + base_first;
+    let (base_load, base_first) = (base_cold.load(), base_cold.first());
+    let cold_inprocess = base_cold.median_total();
     let mut result = json!({
-        "model": model_dir, "image": image, "iters": args.iters,
+        "model": model_dir, "image": image, "iters": rounds * per_round, "rounds": rounds,
         "outputs_match_in_process_1e-6": same,
         "in_process": { "load_ms": base_load, "first_forward_ms": base_first, "steady_forward_median_ms": base_steady_med },
-        "sandboxed": { "spawn_to_ready_ms": ms(spawn_ready), "load_ms": ms(load), "first_forward_ms": ms(first),
-                       "steady_forward_median_ms": steady_med },
+        "sandboxed": { "spawn_to_ready_ms": sandboxed_cold.start(), "load_ms": sandboxed_cold.load(),
+                       "first_forward_ms": sandboxed_cold.first(), "steady_forward_median_ms": steady_med },
         "ratios": {
             "steady_forward_sandboxed_over_in_process": steady_med / base_steady_med,
-            "load_sandboxed_over_in_process": ms(load) / base_load,
-            "cold_sandboxed_over_in_process": cold_sandboxed / cold_inprocess,
+            "load_sandboxed_over_in_process": sandboxed_cold.load() / base_load,
+            "cold_sandboxed_over_in_process": sandboxed_cold.median_total() / cold_inprocess,
         },
         "targets": { "steady_forward_ratio_max": 1.02, "cold_ratio_max": 1.10 },
         "layers": layers,
     });
-    let fork = fork_server_comparison(args, &cfg, &model, &input, cold_inprocess, base_steady_med)
-        .unwrap_or_else(|e| json!({ "error": e }));
-    result["fork_server"] = fork;
+    result["fork_server"] = match forked {
+        Ok(f) => {
+            f.shutdown();
+            let steady_med = median(&mut forked_steady);
+            json!({
+                "server_start_and_first_fork_ms": server_start.map(ms),
+                "fork_to_ready": { "p50_ms": percentile(&mut fork_ms, 50.0),
+                                   "p95_ms": percentile(&mut fork_ms, 95.0), "runs": args.spawn_runs },
+                "fork_to_ready_ms": forked_cold.start(), "load_ms": forked_cold.load(),
+                "first_forward_ms": forked_cold.first(),
+                "steady_forward_median_ms": steady_med,
+                "cold_forked_over_in_process": forked_cold.median_total() / cold_inprocess,
+                "steady_forward_forked_over_in_process": steady_med / base_steady_med,
+            })
+        }
+        Err(e) => json!({ "error": e }),
+    };
     if !args.no_external {
         result["spawn"] = spawn_comparison(args, &cfg)?;
     }
     Ok(result)
 }
 
-/// The same worker measurements with a pre-initialised fork server (docs/fork-server.md): the one-time start
-/// of the server, then per worker fork → ready (p50/p95), and a fresh forked worker's load, first and steady
-/// forward.
-fn fork_server_comparison(
-    args: &BenchArgs,
-    cfg: &caffe_sandbox_supervisor::LaunchConfig,
-    model: &ModelBundle,
-    input: &Input,
-    cold_inprocess: f64,
-    base_steady_med: f64,
-) -> Result<Value, String> {
-    eprintln!("[bench] fork server");
-    let mut cfg = cfg.clone();
-    cfg.fork_server = true;
-    let deadlines = args.sandbox.deadlines();
-    let t = Instant::now();
-    Worker::start(&cfg, deadlines.clone())
-        .map_err(|e| e.to_string())?
-        .shutdown();
-    let first_start = t.elapsed();
-    // Fork → Hello only (the shutdown of each worker is not timed).
-    let mut fork_ms = Vec::with_capacity(args.spawn_runs);
-    for _ in 0..args.spawn_runs {
-        let t = Instant::now();
-        let w = Worker::start(&cfg, deadlines.clone()).map_err(|e| e.to_string())?;
-        fork_ms.push(ms(t.elapsed()));
-        w.shutdown();
+/// Cold-start samples of one variant (ms): start → ready (0 in-process), load, first forward.
+#[derive(Default)]
+struct Cold {
+    start: Vec<f64>,
+    load: Vec<f64>,
+    first: Vec<f64>,
+    total: Vec<f64>,
+    error: Option<String>,
+}
+
+impl Cold {
+    fn push(&mut self, start: f64, load: f64, first: f64) {
+        self.start.push(start);
+        self.load.push(load);
+        self.first.push(first);
+        self.total.push(start + load + first);
     }
-    let forks = json!({
-        "p50_ms": percentile(&mut fork_ms, 50.0),
-        "p95_ms": percentile(&mut fork_ms, 95.0),
-        "runs": args.spawn_runs,
-    });
+    fn start(&self) -> f64 {
+        median(&mut self.start.clone())
+    }
+    fn load(&self) -> f64 {
+        median(&mut self.load.clone())
+    }
+    fn first(&self) -> f64 {
+        median(&mut self.first.clone())
+    }
+    /// Median of the per-sample totals (not the sum of the medians).
+    fn median_total(&self) -> f64 {
+        median(&mut self.total.clone())
+    }
+}
+
+/// Starts a worker, loads the model and runs the first forward, timing each step into `cold`.
+fn cold_worker(
+    cfg: &caffe_sandbox_supervisor::LaunchConfig,
+    deadlines: &caffe_sandbox_supervisor::Deadlines,
+    model: &ModelBundle,
+    bytes: &[u8],
+    cold: &mut Cold,
+) -> Result<(Worker, Vec<caffe_sandbox_supervisor::Output>), String> {
     let t = Instant::now();
-    let mut w = Worker::start(&cfg, deadlines.clone()).map_err(|e| e.to_string())?;
+    let mut w = Worker::start(cfg, deadlines.clone()).map_err(|e| e.to_string())?;
     let ready = t.elapsed();
     let t = Instant::now();
-    w.load(model).map_err(|e| e.to_string())?;
+    let info = w.load(model).map_err(|e| e.to_string())?;
     let load = t.elapsed();
+    let input = Input::Image {
+        name: info.inputs[0].name.clone(),
+        bytes: bytes.to_vec(),
+    };
     let t = Instant::now();
-    w.infer(std::slice::from_ref(input))
+    let out = w
+        .infer(std::slice::from_ref(&input))
         .map_err(|e| e.to_string())?;
-    let first = t.elapsed();
-    let mut steady = Vec::with_capacity(args.iters);
-    for _ in 0..args.iters {
-        let t = Instant::now();
-        w.infer(std::slice::from_ref(input))
-            .map_err(|e| e.to_string())?;
-        steady.push(ms(t.elapsed()));
+    cold.push(ms(ready), ms(load), ms(t.elapsed()));
+    Ok((w, out))
+}
+
+/// Lets the previous measurement's OpenBLAS threads finish spinning (they busy-wait a while after each call
+/// before sleeping) so that they do not compete with the next one for the CPUs.
+fn quiesce() {
+    std::thread::sleep(Duration::from_millis(250));
+}
+
+/// The in-process baseline: one `caffe-inprocess --more-from-stdin` process, kept warm between rounds.
+struct Baseline {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Its first answer: load, first forward, the first round's steady forwards, the outputs.
+    first: Value,
+}
+
+/// One cold in-process run: a fresh `caffe-inprocess` (load and first forward, no steady forwards).
+fn inprocess_run(inprocess: &Path, model: &Path, image: &Path) -> Result<Value, String> {
+    let out = Command::new(inprocess)
+        .args([
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--image".as_ref(),
+            image.as_os_str(),
+        ])
+        .output()
+        .map_err(|e| format!("{}: {e}", inprocess.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "in-process baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    w.shutdown();
-    let steady_med = median(&mut steady);
-    let cold = ms(ready + load + first);
-    Ok(json!({
-        "server_start_and_first_fork_ms": ms(first_start),
-        "fork_to_ready": forks,
-        "fork_to_ready_ms": ms(ready), "load_ms": ms(load), "first_forward_ms": ms(first),
-        "steady_forward_median_ms": steady_med,
-        "cold_forked_over_in_process": cold / cold_inprocess,
-        "steady_forward_forked_over_in_process": steady_med / base_steady_med,
-    }))
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+impl Baseline {
+    fn start(inprocess: &Path, model: &Path, image: &Path, iters: usize) -> Result<Self, String> {
+        let mut child = Command::new(inprocess)
+            .args([
+                "--model".as_ref(),
+                model.as_os_str(),
+                "--image".as_ref(),
+                image.as_os_str(),
+            ])
+            .args(["--iters", &iters.to_string(), "--more-from-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", inprocess.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut b = Baseline {
+            child,
+            stdin,
+            stdout,
+            first: Value::Null,
+        };
+        b.first = b.answer()?;
+        Ok(b)
+    }
+
+    fn answer(&mut self) -> Result<Value, String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line).map_err(|e| e.to_string()),
+            r => {
+                let status = self.child.wait().ok();
+                Err(format!(
+                    "in-process baseline ended without an answer ({r:?}, {status:?})"
+                ))
+            }
+        }
+    }
+
+    /// `n` more steady forwards (ms).
+    fn more(&mut self, n: usize) -> Result<Vec<f64>, String> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().ok_or("baseline stdin closed")?;
+        writeln!(stdin, "{n}")
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("in-process baseline: {e}"))?;
+        Ok(steady_of(&self.answer()?))
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("in-process baseline failed: {status}"))
+        }
+    }
+}
+
+fn steady_of(v: &Value) -> Vec<f64> {
+    v["steady_forward_ms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect()
 }
 
 fn ensure_tool(name: &str, package: &str) -> Result<PathBuf, String> {
