@@ -269,7 +269,8 @@ pub fn single_threaded() -> bool {
 /// decided: the filter may route that `execve` to the listener (e.g. "allow exactly once"), so the caller
 /// must first start answering notifications on [`Sandboxed::seccomp_listener`] and then call
 /// [`Sandboxed::confirm_exec`]. Between installing the filter and `execve`, stage 2 makes only `write`
-/// (its report), `sendmsg` (the listener), `close` and, on failure, `exit_group`: the filter must allow them.
+/// (its report), `sendmsg` (the listener), `close`, the allocator's `brk`/`mmap`/`munmap` and, on failure,
+/// `exit_group`: the filter must allow them (the run-tool policy does).
 #[derive(Debug)]
 pub struct ExecFilter {
     /// The BPF program: a raw `struct sock_filter` array (as libseccomp exports it), or where it will

@@ -139,7 +139,8 @@ pub(crate) fn run(spec_fd: RawFd, report_fd: RawFd) -> ! {
         prog,
         filter_sock,
     } = built;
-    // The exec filter comes last: from here on only write, sendmsg, close, execve (and exit_group).
+    // The exec filter comes last: once it is installed, only write, sendmsg, close, execve, the allocator's
+    // brk/mmap/munmap (and exit_group) follow.
     let listener = match (&spec.exec_filter, filter_sock) {
         (Some(f), Some(sock)) => {
             // SAFETY: `sock` is our end of the listener socket pair, kept open by `fds::arrange`.
