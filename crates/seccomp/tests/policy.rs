@@ -165,6 +165,8 @@ const RUN_TOOL_GOLDEN: &[&str] = &[
     "nanosleep allow",
     "newfstatat allow",
     "openat allow",
+    "poll allow",
+    "ppoll allow",
     "pread64 allow",
     "prlimit64 allow arg0==0x0 arg2==0x0",
     "read allow",
