@@ -216,6 +216,7 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         quiesce();
         Ok(())
     };
+    let mut reference: Result<(Vec<f64>, Vec<f64>), String> = Ok((Vec::new(), Vec::new()));
     for round in 0..rounds {
         if round > 0 {
             base_steady.extend(baseline.more(per_round)?);
@@ -225,6 +226,15 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         if let Ok(f) = &mut forked {
             if let Err(e) = timed(f, &mut forked_steady) {
                 forked = Err(e);
+            }
+        }
+        if let Ok((plain, jailed)) = &mut reference {
+            match inprocess_plain_and_under_run(&inprocess, &model_dir, &image, per_round) {
+                Ok((p, j)) => {
+                    plain.extend(p);
+                    jailed.extend(j);
+                }
+                Err(e) => reference = Err(e),
             }
         }
     }
@@ -261,6 +271,14 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
         "targets": { "steady_forward_ratio_max": 1.02, "cold_ratio_max": 1.10 },
         "layers": layers,
     });
+    result["in_process_under_run"] = match reference {
+        Ok((mut plain, mut jailed)) => {
+            let (p, j) = (median(&mut plain), median(&mut jailed));
+            json!({ "plain_steady_forward_median_ms": p, "under_run_steady_forward_median_ms": j,
+                    "ratio": j / p })
+        }
+        Err(e) => json!({ "error": e }),
+    };
     result["fork_server"] = match forked {
         Ok(f) => {
             f.shutdown();
@@ -355,6 +373,70 @@ struct Baseline {
     stdout: std::io::BufReader<std::process::ChildStdout>,
     /// Its first answer: load, first forward, the first round's steady forwards, the outputs.
     first: Value,
+}
+
+/// The same one-shot `caffe-inprocess`, plainly and under `caffe-sandbox run` (every layer: namespaces, minimal
+/// root, Landlock, rlimits, the run-tool seccomp filter), back to back: the steady forwards of each. This
+/// prices what the sandbox layers themselves cost a forward pass, without the worker or the protocol.
+fn inprocess_plain_and_under_run(
+    inprocess: &Path,
+    model: &Path,
+    image: &Path,
+    iters: usize,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let program: Vec<&std::ffi::OsStr> = vec![
+        inprocess.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--image".as_ref(),
+        image.as_os_str(),
+    ];
+    let iters = iters.to_string();
+    let plain = Command::new(inprocess)
+        .args(&program[1..])
+        .args(["--iters", &iters])
+        .output()
+        .map_err(|e| format!("{}: {e}", inprocess.display()))?;
+    if !plain.status.success() {
+        return Err(format!(
+            "in-process reference failed: {}",
+            String::from_utf8_lossy(&plain.stderr)
+        ));
+    }
+    let plain: Value = serde_json::from_slice(&plain.stdout).map_err(|e| e.to_string())?;
+    quiesce();
+    let jailed = Command::new(&me)
+        .args(["run", "--audit-log", "/dev/null", "--ro"])
+        .arg(model)
+        .arg("--ro")
+        .arg(image)
+        .arg("--")
+        .args(&program)
+        .args(["--iters", &iters])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("caffe-sandbox run caffe-inprocess: {e}"))?;
+    // `run` hands the program's stdout over on its own stderr (sanitized); the JSON line survives that.
+    let text = String::from_utf8_lossy(&jailed.stderr);
+    let jailed: Value = text
+        .lines()
+        .find(|l| l.starts_with("{\"first_forward_ms\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            format!(
+                "caffe-inprocess under caffe-sandbox run gave no result: {}",
+                text.chars()
+                    .rev()
+                    .take(600)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            )
+        })?;
+    quiesce();
+    Ok((steady_of(&plain), steady_of(&jailed)))
 }
 
 /// One cold in-process run: a fresh `caffe-inprocess` (load and first forward, no steady forwards).
@@ -938,6 +1020,28 @@ fn print_table(v: &Value) {
                     &fs["cold_forked_over_in_process"],
                 ),
             );
+        }
+    }
+    if let Some(r) = v.get("in_process_under_run") {
+        println!();
+        match r.get("error") {
+            Some(e) => println!("in-process under caffe-sandbox run: error: {e}"),
+            None => {
+                row(
+                    "the sandbox layers alone",
+                    "plain",
+                    "under run",
+                    "ratio",
+                    "",
+                );
+                row(
+                    "steady forward of caffe-inprocess (ms)",
+                    &f(&r["plain_steady_forward_median_ms"]),
+                    &f(&r["under_run_steady_forward_median_ms"]),
+                    &format!("{:.2}", r["ratio"].as_f64().unwrap_or(f64::NAN)),
+                    "(no worker, no protocol)",
+                );
+            }
         }
     }
     if let Some(sp) = v.get("spawn") {

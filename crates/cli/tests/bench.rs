@@ -37,6 +37,14 @@ fn bench_measures_everything_it_reports() {
             "{r}: {v:#}"
         );
     }
+    // The same in-process program under `caffe-sandbox run` (every layer) next to it plainly.
+    assert!(
+        v["in_process_under_run"]["ratio"]
+            .as_f64()
+            .is_some_and(|x| x > 0.0),
+        "{:#}",
+        v["in_process_under_run"]
+    );
     let sp = &v["spawn"];
     assert!(ms(&sp["true"]["caffe_sandbox_run"]) > 0.0);
     assert!(ms(&sp["true"]["bwrap_with_seccomp"]) > 0.0);
