@@ -20,6 +20,7 @@ use caffe_sandbox_supervisor::launch::{prefix_lib_dirs, shared_libraries};
 use caffe_sandbox_supervisor::{Input, ModelBundle, Worker};
 use clap::Args;
 use serde_json::{json, Value};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,7 +136,7 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
     let mut fork_ms = Vec::new();
     let mut live: Option<(Worker, Result<Worker, String>)> = None;
     for round in 0..rounds {
-        let base = inprocess_run(&inprocess, &model_dir, &image)?;
+        let base = inprocess_run(&inprocess, &model_dir, &image, 0)?;
         base_cold.push(
             0.0,
             base["load_ms"].as_f64().unwrap_or(f64::NAN),
@@ -375,6 +376,19 @@ struct Baseline {
     first: Value,
 }
 
+/// `caffe-inprocess --model M --image I --iters N`: its whole command line.
+fn inprocess_argv(inprocess: &Path, model: &Path, image: &Path, iters: usize) -> Vec<OsString> {
+    vec![
+        inprocess.into(),
+        "--model".into(),
+        model.into(),
+        "--image".into(),
+        image.into(),
+        "--iters".into(),
+        iters.to_string().into(),
+    ]
+}
+
 /// The same one-shot `caffe-inprocess`, plainly and under `caffe-sandbox run` (every layer: namespaces, minimal
 /// root, Landlock, rlimits, the run-tool seccomp filter), back to back: the steady forwards of each. This
 /// prices what the sandbox layers themselves cost a forward pass, without the worker or the protocol.
@@ -384,36 +398,16 @@ fn inprocess_plain_and_under_run(
     image: &Path,
     iters: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let program: Vec<&std::ffi::OsStr> = vec![
-        inprocess.as_os_str(),
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--image".as_ref(),
-        image.as_os_str(),
-    ];
-    let iters = iters.to_string();
-    let plain = Command::new(inprocess)
-        .args(&program[1..])
-        .args(["--iters", &iters])
-        .output()
-        .map_err(|e| format!("{}: {e}", inprocess.display()))?;
-    if !plain.status.success() {
-        return Err(format!(
-            "in-process reference failed: {}",
-            String::from_utf8_lossy(&plain.stderr)
-        ));
-    }
-    let plain: Value = serde_json::from_slice(&plain.stdout).map_err(|e| e.to_string())?;
+    let plain = inprocess_run(inprocess, model, image, iters)?;
     quiesce();
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let jailed = Command::new(&me)
         .args(["run", "--audit-log", "/dev/null", "--ro"])
         .arg(model)
         .arg("--ro")
         .arg(image)
         .arg("--")
-        .args(&program)
-        .args(["--iters", &iters])
+        .args(inprocess_argv(inprocess, model, image, iters))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("caffe-sandbox run caffe-inprocess: {e}"))?;
@@ -424,30 +418,26 @@ fn inprocess_plain_and_under_run(
         .find(|l| l.starts_with("{\"first_forward_ms\""))
         .and_then(|l| serde_json::from_str(l).ok())
         .ok_or_else(|| {
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
             format!(
                 "caffe-inprocess under caffe-sandbox run gave no result: {}",
-                text.chars()
-                    .rev()
-                    .take(600)
-                    .collect::<String>()
-                    .chars()
-                    .rev()
-                    .collect::<String>()
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )
         })?;
     quiesce();
     Ok((steady_of(&plain), steady_of(&jailed)))
 }
 
-/// One cold in-process run: a fresh `caffe-inprocess` (load and first forward, no steady forwards).
-fn inprocess_run(inprocess: &Path, model: &Path, image: &Path) -> Result<Value, String> {
-    let out = Command::new(inprocess)
-        .args([
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--image".as_ref(),
-            image.as_os_str(),
-        ])
+/// One in-process run: a fresh `caffe-inprocess` (load, first forward, `iters` steady forwards).
+fn inprocess_run(
+    inprocess: &Path,
+    model: &Path,
+    image: &Path,
+    iters: usize,
+) -> Result<Value, String> {
+    let argv = inprocess_argv(inprocess, model, image, iters);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
         .output()
         .map_err(|e| format!("{}: {e}", inprocess.display()))?;
     if !out.status.success() {
@@ -461,14 +451,10 @@ fn inprocess_run(inprocess: &Path, model: &Path, image: &Path) -> Result<Value, 
 
 impl Baseline {
     fn start(inprocess: &Path, model: &Path, image: &Path, iters: usize) -> Result<Self, String> {
-        let mut child = Command::new(inprocess)
-            .args([
-                "--model".as_ref(),
-                model.as_os_str(),
-                "--image".as_ref(),
-                image.as_os_str(),
-            ])
-            .args(["--iters", &iters.to_string(), "--more-from-stdin"])
+        let argv = inprocess_argv(inprocess, model, image, iters);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("--more-from-stdin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -398,16 +398,7 @@ fn symlinks_leading_out_of_the_model_directory_are_refused_without_leaking() {
     std::os::unix::fs::symlink(&secret, d.join("labels.txt")).unwrap();
     let img = sample("chelsea.png");
     for who in both() {
-        let out = run(
-            who,
-            &[
-                "infer".as_ref(),
-                "--json".as_ref(),
-                "--model".as_ref(),
-                d.as_os_str(),
-                img.as_os_str(),
-            ],
-        );
+        let out = infer_json(who, &d, &[&img]);
         let all = text(&out);
         assert_eq!(out.status.code(), Some(3), "{who:?}: {all}");
         assert!(all.contains("outside the model directory"), "{all}");

@@ -23,16 +23,10 @@ fn probs(v: &serde_json::Value, i: usize) -> Vec<f64> {
 #[test]
 fn sandboxed_open_nsfw_equals_in_process_caffe_on_sample_photos() {
     for who in both() {
-        let out = run(
+        let out = infer_json(
             who,
-            &[
-                "infer".as_ref(),
-                "--json".as_ref(),
-                "--model".as_ref(),
-                open_nsfw().as_os_str(),
-                sample("chelsea.png").as_os_str(),
-                sample("coffee.png").as_os_str(),
-            ],
+            &open_nsfw(),
+            &[&sample("chelsea.png"), &sample("coffee.png")],
         );
         assert!(out.status.success(), "{who:?}: {}", text(&out));
         let v = json(&out);
@@ -89,27 +83,13 @@ fn constant_half_input_gives_the_reference_probabilities() {
     let dir = tmpdir("half");
     let npy = dir.join("half.npy");
     write_npy(&npy, &[1, 3, 224, 224], &vec![0.5; 3 * 224 * 224]);
-    let out = run(
-        Invoker(),
-        &[
-            "infer".as_ref(),
-            "--json".as_ref(),
-            "--model".as_ref(),
-            open_nsfw().as_os_str(),
-            npy.as_os_str(),
-        ],
-    );
+    let out = infer_json(As::Invoker, &open_nsfw(), &[&npy]);
     assert!(out.status.success(), "{}", text(&out));
     let p = probs(&json(&out), 0);
     assert!(
         (p[0] - 0.712694).abs() < 1e-5 && (p[1] - 0.287306).abs() < 1e-5,
         "{p:?}"
     );
-}
-
-#[allow(non_snake_case)]
-fn Invoker() -> As {
-    As::Invoker
 }
 
 fn err_kind(out: &std::process::Output) -> (String, String) {
@@ -144,16 +124,7 @@ fn missing_model_directory_names_the_path() {
 fn prototxt_that_is_not_text_format_is_a_bad_model() {
     let d = model_dir("nottext", "this is { not a prototxt", b"");
     let img = sample("chelsea.png");
-    let out = run(
-        As::Invoker,
-        &[
-            "infer".as_ref(),
-            "--json".as_ref(),
-            "--model".as_ref(),
-            d.as_os_str(),
-            img.as_os_str(),
-        ],
-    );
+    let out = infer_json(As::Invoker, &d, &[&img]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let (kind, msg) = err_kind(&out);
     assert!(kind == "bad_model" || kind == "firewall", "{kind}: {msg}");
@@ -169,16 +140,7 @@ fn corrupted_caffemodel_is_a_bad_model_naming_the_weights() {
     let proto = std::fs::read_to_string(open_nsfw().join("deploy.prototxt")).unwrap();
     let d = model_dir("corrupt", &proto, &weights[..weights.len() / 3]);
     let img = sample("chelsea.png");
-    let out = run(
-        As::Invoker,
-        &[
-            "infer".as_ref(),
-            "--json".as_ref(),
-            "--model".as_ref(),
-            d.as_os_str(),
-            img.as_os_str(),
-        ],
-    );
+    let out = infer_json(As::Invoker, &d, &[&img]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let (kind, msg) = err_kind(&out);
     assert!(kind == "bad_model" || kind == "firewall", "{kind}: {msg}");
@@ -197,16 +159,7 @@ fn unknown_layer_type_is_a_caffe_check_failure_with_its_message() {
     );
     let img = sample("chelsea.png");
     for who in both() {
-        let out = run(
-            who,
-            &[
-                "infer".as_ref(),
-                "--json".as_ref(),
-                "--model".as_ref(),
-                d.as_os_str(),
-                img.as_os_str(),
-            ],
-        );
+        let out = infer_json(who, &d, &[&img]);
         assert_ne!(out.status.code(), Some(0), "{}", text(&out));
         let (kind, msg) = err_kind(&out);
         assert!(
@@ -294,16 +247,7 @@ fn wrong_input_shape_is_a_bad_input_checked_before_the_worker() {
     let t = tmpdir("shape");
     let npy = t.join("small.npy");
     write_npy(&npy, &[1, 3, 10, 10], &vec![0.0; 300]);
-    let out = run(
-        As::Invoker,
-        &[
-            "infer".as_ref(),
-            "--json".as_ref(),
-            "--model".as_ref(),
-            open_nsfw().as_os_str(),
-            npy.as_os_str(),
-        ],
-    );
+    let out = infer_json(As::Invoker, &open_nsfw(), &[&npy]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let (kind, msg) = err_kind(&out);
     assert_eq!(kind, "bad_input");
@@ -320,17 +264,7 @@ fn a_file_that_is_not_an_image_is_a_bad_input_and_the_photo_after_it_is_answered
     std::fs::write(&txt, "definitely not a JPEG").unwrap();
     set_mode(&txt, 0o644);
     let img = sample("chelsea.png");
-    let out = run(
-        As::Invoker,
-        &[
-            "infer".as_ref(),
-            "--json".as_ref(),
-            "--model".as_ref(),
-            open_nsfw().as_os_str(),
-            txt.as_os_str(),
-            img.as_os_str(),
-        ],
-    );
+    let out = infer_json(As::Invoker, &open_nsfw(), &[&txt, &img]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let v = json(&out);
     assert_eq!(v["results"][0]["error"]["kind"], "bad_input", "{v:#}");

@@ -810,7 +810,7 @@ fn run_tool_policy_runs_real_caffe_time() {
 /// spins on sched_yield). Informational: `cargo test -p caffe-sandbox-seccomp
 /// --test kernel filter_overhead -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement to read, not a check: run it with --ignored --nocapture"]
 fn filter_overhead() {
     let o = assert_completes("bench", Phase::Inference);
     println!(

@@ -125,15 +125,6 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         });
         handle
     });
-    let policy = || -> Result<Option<ResolvedPolicy>> {
-        match compiling {
-            None => Ok(None),
-            Some(rx) => rx
-                .recv()
-                .unwrap_or_else(|_| Err(Error::Sandbox("the seccomp compiler did not run".into())))
-                .map(Some),
-        }
-    };
     sandbox.env = environment(cfg);
     let mut ro = shared_libraries(&program, &cfg.caffe_prefix)?;
     ro.retain(|p| p != &program);
@@ -168,7 +159,12 @@ pub fn run(cfg: &LaunchConfig, spec: &RunSpec) -> Result<RunOutcome> {
         spawner().and_then(|s| s.spawn(sandbox).map_err(|e| Error::Sandbox(e.to_string())))
     };
     // The compiler has finished by now (the jail waited for its program), or did not run.
-    let policy = policy();
+    let policy: Result<Option<ResolvedPolicy>> = compiling
+        .map(|rx| {
+            rx.recv()
+                .unwrap_or_else(|_| Err(Error::Sandbox("the seccomp compiler did not run".into())))
+        })
+        .transpose();
     let mut child = spawned?;
     let policy = match policy {
         Ok(p) => p,

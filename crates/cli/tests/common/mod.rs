@@ -73,7 +73,23 @@ pub fn both() -> [As; 2] {
 
 /// Runs `caffe-sandbox ARGS` as `who`, with an audit log in a temporary directory.
 pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
+    run_with_audit(who, args).0
+}
+
+/// `caffe-sandbox infer --json --model MODEL INPUTS…` as `who`.
+pub fn infer_json(who: As, model: &Path, inputs: &[&Path]) -> Output {
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["infer".as_ref(), "--json".as_ref(), "--model".as_ref()];
+    args.push(model.as_os_str());
+    args.extend(inputs.iter().map(|p| p.as_os_str()));
+    run(who, &args)
+}
+
+/// Like `run`, and also returns the audit log's text (empty for commands that keep none).
+pub fn run_with_audit(who: As, args: &[&std::ffi::OsStr]) -> (Output, String) {
     let audit = tmpdir("audit").join("audit.jsonl");
+    // Tests need a writable audit dir for both users.
+    set_mode(audit.parent().unwrap(), 0o777);
     let mut cmd = match who {
         As::Invoker => Command::new(bin()),
         As::Unprivileged => {
@@ -96,29 +112,6 @@ pub fn run(who: As, args: &[&std::ffi::OsStr]) -> Output {
     } else {
         cmd.args(args);
     }
-    cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
-    // Tests need a writable audit dir for both users.
-    set_mode(audit.parent().unwrap(), 0o777);
-    cmd.output().expect("run caffe-sandbox")
-}
-
-/// Like `run` for a command that keeps an audit log (infer, run, …), and also returns the audit log's text.
-pub fn run_with_audit(who: As, args: &[&std::ffi::OsStr]) -> (Output, String) {
-    let audit = tmpdir("audit").join("audit.jsonl");
-    set_mode(audit.parent().unwrap(), 0o777);
-    let mut cmd = match who {
-        As::Invoker => Command::new(bin()),
-        As::Unprivileged => {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(bin());
-            c
-        }
-    };
-    cmd.arg(args[0])
-        .arg("--audit-log")
-        .arg(&audit)
-        .args(&args[1..]);
     cmd.env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"));
     let out = cmd.output().expect("run caffe-sandbox");
     let log = std::fs::read_to_string(&audit).unwrap_or_default();
