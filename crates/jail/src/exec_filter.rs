@@ -25,8 +25,17 @@ const MAX_MESSAGE: usize = 1 + 4096 * 8;
 
 /// Supervisor: send the program (or why there is none) to stage 2.
 pub(crate) fn send_program(sock: BorrowedFd<'_>, program: Result<&[u8], &str>) -> io::Result<()> {
+    let too_long;
     let (tag, body) = match program {
-        Ok(bpf) => (PROGRAM, bpf),
+        Ok(bpf) if bpf.len() < MAX_MESSAGE => (PROGRAM, bpf),
+        // Never cut a program short: a prefix could still be a valid, different filter.
+        Ok(bpf) => {
+            too_long = format!(
+                "a program of {} bytes exceeds the kernel's 4096 instructions",
+                bpf.len()
+            );
+            (NO_PROGRAM, too_long.as_bytes())
+        }
         Err(why) => (NO_PROGRAM, why.as_bytes()),
     };
     let body = &body[..body.len().min(MAX_MESSAGE - 1)];
