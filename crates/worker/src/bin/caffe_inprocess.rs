@@ -2,12 +2,9 @@
 //! as the sandboxed worker, called directly in this process with no sandbox and no protocol. Used by the golden
 //! tests (outputs must match the sandboxed path) and by `caffe-sandbox bench` (timings to compare against).
 //!
-//! Usage: caffe-inprocess --model DIR (--image FILE | --constant V) [--iters N] [--more-from-stdin]
+//! Usage: caffe-inprocess --model DIR (--image FILE | --constant V) [--iters N]
 //! Prints one JSON object (one line): timings in milliseconds and every output blob. Each forward includes
-//! decoding and preprocessing the image, as each sandboxed request does. With `--more-from-stdin` the process
-//! then stays warm: each line `N` read from stdin runs N more steady forwards and prints
-//! `{"steady_forward_ms":[…]}` (one line); end of input ends it. `caffe-sandbox bench` interleaves these
-//! rounds with the sandboxed ones, so that both are measured equally warm and at the same machine pace.
+//! decoding and preprocessing the image, as each sandboxed request does.
 use caffe_sandbox_preprocess::{DecodeLimits, ModelConfig};
 use caffe_sandbox_worker::engine::{self, Net, NetFormat};
 use caffe_sandbox_worker::pipeline::image_to_tensor;
@@ -29,13 +26,11 @@ struct Args {
     image: Option<PathBuf>,
     constant: Option<f32>,
     iters: usize,
-    more_from_stdin: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut model, mut image, mut constant, mut iters) = (None, None, None, 0usize);
-    let mut more_from_stdin = false;
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -45,7 +40,6 @@ fn parse_args() -> Result<Args, String> {
                 constant = Some(val()?.parse().map_err(|e| format!("--constant: {e}"))?)
             }
             "--iters" => iters = val()?.parse().map_err(|e| format!("--iters: {e}"))?,
-            "--more-from-stdin" => more_from_stdin = true,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -58,7 +52,6 @@ fn parse_args() -> Result<Args, String> {
         image,
         constant,
         iters,
-        more_from_stdin,
     })
 }
 
@@ -106,19 +99,15 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     net.forward().map_err(|e| e.to_string())?;
     let first_forward_ms = ms(t);
-    let steady_forwards = |net: &mut Net, n: usize| -> Result<Vec<f64>, String> {
-        let mut steady = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let data = prepare()?;
-            net.set_input(&input, &dims, &data)
-                .map_err(|e| e.to_string())?;
-            net.forward().map_err(|e| e.to_string())?;
-            steady.push(ms(t));
-        }
-        Ok(steady)
-    };
-    let steady = steady_forwards(&mut net, args.iters)?;
+    let mut steady = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        let data = prepare()?;
+        net.set_input(&input, &dims, &data)
+            .map_err(|e| e.to_string())?;
+        net.forward().map_err(|e| e.to_string())?;
+        steady.push(ms(t));
+    }
     let mut outputs = serde_json::Map::new();
     for name in net.output_names() {
         let (shape, values) = net.blob(&name).map_err(|e| e.to_string())?;
@@ -131,16 +120,6 @@ fn run(args: Args) -> Result<(), String> {
         "input": { "name": input, "dims": dims },
         "outputs": outputs,
     }))?;
-    if args.more_from_stdin {
-        for line in std::io::stdin().lines() {
-            let line = line.map_err(|e| format!("stdin: {e}"))?;
-            let n: usize = line
-                .trim()
-                .parse()
-                .map_err(|e| format!("stdin line {line:?}: {e}"))?;
-            emit(&serde_json::json!({ "steady_forward_ms": steady_forwards(&mut net, n)? }))?;
-        }
-    }
     Ok(())
 }
 
