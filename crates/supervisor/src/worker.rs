@@ -52,6 +52,15 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// The input blob this input feeds.
+    pub fn name(&self) -> &str {
+        match self {
+            Input::Image { name, .. } | Input::Tensor { name, .. } => name,
+        }
+    }
+}
+
 /// Net inputs and outputs as reported by the worker after loading (validated).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
@@ -468,14 +477,20 @@ impl Worker {
         }
         let mut specs = Vec::new();
         let mut fds: Vec<OwnedFd> = Vec::new();
-        for input in inputs {
-            let name = match input {
-                Input::Image { name, .. } | Input::Tensor { name, .. } => name,
-            };
+        for (i, input) in inputs.iter().enumerate() {
+            let name = input.name();
+            if inputs[..i].iter().any(|earlier| earlier.name() == name) {
+                // One input per blob per request (the protocol refuses duplicates): a caller's mistake, caught
+                // here so that it never reaches the channel, where it would count against the worker.
+                return Err(Error::BadInput {
+                    message: format!("input '{name}' given more than once in one request"),
+                    input: Some(name.to_owned()),
+                });
+            }
             let blob = info
                 .inputs
                 .iter()
-                .find(|b| &b.name == name)
+                .find(|b| b.name == name)
                 .ok_or_else(|| Error::BadInput {
                     message: format!(
                         "the model has no input named '{name}' (inputs: {})",
@@ -485,18 +500,20 @@ impl Worker {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                    input: Some(name.clone()),
+                    input: Some(name.to_owned()),
                 })?;
             match input {
                 Input::Image { bytes, .. } => {
-                    specs.push(InputSpec::EncodedImage { name: name.clone() });
+                    specs.push(InputSpec::EncodedImage {
+                        name: name.to_owned(),
+                    });
                     fds.push(memfd("image", bytes)?);
                 }
                 Input::Tensor { dims, data, .. } => {
                     // Shape checks happen here, before anything reaches the worker.
                     let bad = |m: String| Error::BadInput {
                         message: m,
-                        input: Some(name.clone()),
+                        input: Some(name.to_owned()),
                     };
                     if dims.len() != blob.dims.len() || dims[1..] != blob.dims[1..] {
                         return Err(bad(format!(
@@ -517,7 +534,7 @@ impl Worker {
                     }
                     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
                     specs.push(InputSpec::Tensor {
-                        name: name.clone(),
+                        name: name.to_owned(),
                         // check_shape bounded every dim by max_dim (a u32).
                         dims: dims.iter().map(|&d| d as u32).collect(),
                     });
