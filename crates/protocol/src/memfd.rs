@@ -271,7 +271,23 @@ pub fn read_sealed_bytes(fd: impl AsFd, what: &str, max_len: usize) -> Result<Ve
     }
     // size <= max_len, a usize.
     let len = size as usize;
+    // Straight into the result: no zeroed staging buffer, one copy.
     let mut out = Vec::with_capacity(len);
-    pread_exact(fd, what, len, |chunk| out.extend_from_slice(chunk))?;
+    while out.len() < len {
+        let off = out.len();
+        match pread(fd, rustix::buffer::spare_capacity(&mut out), off as u64) {
+            Ok(0) => {
+                return Err(ProtocolError::DataSizeMismatch {
+                    what: what.to_owned(),
+                    actual: off as u64,
+                    expected: len as u64,
+                })
+            }
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.truncate(len);
     Ok(out)
 }

@@ -19,6 +19,7 @@ use caffe_sandbox_protocol::{
 };
 use caffe_sandbox_worker::engine::{self, Net, NetFormat};
 use caffe_sandbox_worker::filter::PendingInferenceFilter;
+use caffe_sandbox_worker::mapped::SealedMap;
 use caffe_sandbox_worker::options::LoadOptions;
 use caffe_sandbox_worker::pipeline::image_to_tensor;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -555,9 +556,8 @@ fn load(
     };
     let net_bytes = read_sealed_bytes(net_fd, "net", MAX_NET_BYTES)
         .map_err(|e| WorkerError::new(WorkerErrorKind::BadModel, e.to_string()))?;
-    let weights =
-        caffe_sandbox_worker::mapped::SealedMap::new(weights_fd, "weights", MAX_WEIGHTS_BYTES)
-            .map_err(|e| WorkerError::new(WorkerErrorKind::BadWeights, e.to_string()))?;
+    let weights = SealedMap::new(weights_fd, "weights", MAX_WEIGHTS_BYTES)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::BadWeights, e.to_string()))?;
     let format = if options.net_is_text {
         NetFormat::Text
     } else {
@@ -604,66 +604,42 @@ fn infer(
     fds: &[OwnedFd],
 ) -> Result<(FromWorker, Vec<OwnedFd>), WorkerError> {
     let bad_input = |m: String| WorkerError::new(WorkerErrorKind::BadInput, m);
-    // Group inputs by blob name: several encoded images for one blob form a batch (N = number of images).
-    let mut order: Vec<&str> = Vec::new();
-    for spec in inputs {
-        if !order.contains(&spec.name()) {
-            order.push(spec.name());
-        }
-    }
-    for name in order {
-        let base = l
-            .net
-            .blob_shape(name)
-            .map_err(|_| bad_input(format!("the net has no input named '{name}'")))?;
-        let mut batch: Vec<f32> = Vec::new();
-        let mut dims: Option<Vec<usize>> = None;
-        let mut images = 0usize;
-        for (spec, fd) in inputs.iter().zip(fds).filter(|(s, _)| s.name() == name) {
-            match spec {
-                InputSpec::Tensor { dims: d, .. } => {
-                    if images > 0 || dims.is_some() {
-                        return Err(bad_input(format!("input '{name}' given more than once")));
-                    }
-                    let header = TensorHeader {
-                        name: name.to_string(),
-                        dims: d.clone(),
-                    };
-                    let Tensor { dims: td, data } =
-                        read_sealed_tensor(fd, &header, &Default::default())
-                            .map_err(|e| bad_input(e.to_string()))?;
-                    dims = Some(td);
-                    batch = data;
-                }
-                InputSpec::EncodedImage { .. } => {
-                    if dims.is_some() && images == 0 {
-                        return Err(bad_input(format!(
-                            "input '{name}' mixes a tensor and images"
-                        )));
-                    }
-                    let bytes = read_sealed_bytes(fd, "image", MAX_IMAGE_BYTES)
-                        .map_err(|e| bad_input(e.to_string()))?;
-                    let mut one = base.clone();
-                    if let Some(n) = one.first_mut() {
-                        *n = 1;
-                    }
-                    let t = image_to_tensor(
-                        &bytes,
-                        &l.options.preprocess,
-                        &one,
-                        &l.options.decode_limits(),
-                    )
-                    .map_err(|e| WorkerError::new(WorkerErrorKind::ImageDecode, e.to_string()))?;
-                    batch.extend_from_slice(&t);
-                    images += 1;
-                    one[0] = images;
-                    dims = Some(one);
-                }
+    // One input per blob (the protocol refuses duplicate names), each with its memfd at the same index.
+    for (spec, fd) in inputs.iter().zip(fds) {
+        let name = spec.name();
+        let (dims, data) = match spec {
+            InputSpec::Tensor { dims, .. } => {
+                let header = TensorHeader {
+                    name: name.to_string(),
+                    dims: dims.clone(),
+                };
+                let Tensor { dims, data } = read_sealed_tensor(fd, &header, &Default::default())
+                    .map_err(|e| bad_input(e.to_string()))?;
+                (dims, data)
             }
-        }
-        let dims = dims.ok_or_else(|| bad_input(format!("input '{name}' has no data")))?;
+            InputSpec::EncodedImage { .. } => {
+                let mut dims = l
+                    .net
+                    .blob_shape(name)
+                    .map_err(|_| bad_input(format!("the net has no input named '{name}'")))?;
+                if let Some(n) = dims.first_mut() {
+                    *n = 1; // one image
+                }
+                // Decoded straight from a read-only mapping of the sealed memfd: no copy.
+                let bytes = SealedMap::new(fd, "image", MAX_IMAGE_BYTES)
+                    .map_err(|e| bad_input(e.to_string()))?;
+                let data = image_to_tensor(
+                    &bytes,
+                    &l.options.preprocess,
+                    &dims,
+                    &l.options.decode_limits(),
+                )
+                .map_err(|e| WorkerError::new(WorkerErrorKind::ImageDecode, e.to_string()))?;
+                (dims, data)
+            }
+        };
         l.net
-            .set_input(name, &dims, &batch)
+            .set_input(name, &dims, &data)
             .map_err(|e| bad_input(e.to_string()))?;
     }
     l.net.forward().map_err(|e| {

@@ -1,5 +1,6 @@
-//! Read-only mappings of sealed memfds: the model weights (tens of MB) are handed to Caffe's parser straight
-//! from the supervisor's memfd instead of being copied out of it first.
+//! Read-only mappings of sealed memfds: the model weights (tens of MB) are handed to Caffe's parser, and each
+//! request's encoded images to the decoder, straight from the supervisor's memfd instead of being copied out
+//! of it first.
 //!
 //! Safe against the classic shared-memory attacks because `caffe_sandbox_protocol::sealed_size` has verified
 //! F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL before mapping: nobody can truncate the file under the
