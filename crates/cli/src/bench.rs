@@ -10,7 +10,8 @@
 //!
 //! Interleaving: every round measures each variant once, in turn, in a fresh process (cold start, then a
 //! batch of steady forwards, then exit), with a pause between variants so that one process's spinning
-//! OpenBLAS threads do not run into the next measurement; medians are over all rounds. Fresh processes per
+//! OpenBLAS threads do not run into the next measurement; the variants take turns at going first. Times are
+//! medians over all rounds; ratios are the median of the per-round ratios (a paired comparison). Fresh processes per
 //! round sample the differences between instances of one program (where its buffers land, how its threads
 //! are placed: ±1% on open_nsfw here) equally for every variant, and a change of the machine's pace during
 //! the run hits every variant alike. The spawn tools likewise alternate run by run.
@@ -147,65 +148,89 @@ fn bench(args: &BenchArgs) -> Result<Value, String> {
     let mut forked_steady = Rounds::default();
     let mut layers = Value::Null;
     let mut reference: Result<(Rounds, Rounds), String> = Ok(Default::default());
-    for _ in 0..rounds {
-        let base = inprocess_run(&inprocess, &model_dir, &image, per_round)?;
-        base_cold.push(
-            0.0,
-            base["load_ms"].as_f64().unwrap_or(f64::NAN),
-            base["first_forward_ms"].as_f64().unwrap_or(f64::NAN),
-        );
-        base_steady.push(steady_of(&base));
-        if base_outputs.is_null() {
-            base_outputs = base["outputs"].clone();
-        }
-        quiesce();
-
-        let (mut w, out) = cold_worker(&cfg, &deadlines, &model, &bytes, &mut sandboxed_cold)?;
-        if first_out.is_empty() {
-            first_out = out;
-        }
-        let measured = steady_forwards(&mut w, &bytes, per_round);
-        layers = serde_json::to_value(w.layers()).unwrap_or(Value::Null);
-        w.shutdown();
-        steady.push(measured?);
-
-        if forked_cold.error.is_none() {
-            let forked = (|| {
-                if server_start.is_none() {
-                    // The server's one-time start (its first fork included), then fork → ready of further
-                    // workers.
-                    let t = Instant::now();
-                    Worker::start(&fork_cfg, deadlines.clone())
-                        .map_err(|e| e.to_string())?
-                        .shutdown();
-                    server_start = Some(t.elapsed());
-                    for _ in 0..args.spawn_runs {
-                        let t = Instant::now();
-                        let w = Worker::start(&fork_cfg, deadlines.clone())
-                            .map_err(|e| e.to_string())?;
+    // The fork server's one-time start (its first fork included), then fork → ready of further workers.
+    let t = Instant::now();
+    match Worker::start(&fork_cfg, deadlines.clone()) {
+        Ok(w) => {
+            w.shutdown();
+            server_start = Some(t.elapsed());
+            for _ in 0..args.spawn_runs {
+                let t = Instant::now();
+                match Worker::start(&fork_cfg, deadlines.clone()) {
+                    Ok(w) => {
                         fork_ms.push(ms(t.elapsed()));
                         w.shutdown();
                     }
+                    Err(e) => {
+                        forked_cold.error = Some(e.to_string());
+                        break;
+                    }
                 }
-                let (mut f, _) =
-                    cold_worker(&fork_cfg, &deadlines, &model, &bytes, &mut forked_cold)?;
-                let measured = steady_forwards(&mut f, &bytes, per_round);
-                f.shutdown();
-                forked_steady.push(measured?);
-                Ok(())
-            })();
-            if let Err(e) = forked {
-                forked_cold.error = Some(e);
             }
         }
-
-        if let Ok((plain, jailed)) = &mut reference {
-            match inprocess_plain_and_under_run(&inprocess, &model_dir, &image, per_round) {
-                Ok((p, j)) => {
-                    plain.push(p);
-                    jailed.push(j);
+        Err(e) => forked_cold.error = Some(e.to_string()),
+    }
+    quiesce();
+    for round in 0..rounds {
+        // The variants take turns at going first, so that no variant always runs in the same place of a round.
+        for slot in 0..4 {
+            match (round + slot) % 4 {
+                0 => {
+                    let base = inprocess_run(&inprocess, &model_dir, &image, per_round)?;
+                    base_cold.push(
+                        0.0,
+                        base["load_ms"].as_f64().unwrap_or(f64::NAN),
+                        base["first_forward_ms"].as_f64().unwrap_or(f64::NAN),
+                    );
+                    base_steady.push(steady_of(&base));
+                    if base_outputs.is_null() {
+                        base_outputs = base["outputs"].clone();
+                    }
+                    quiesce();
                 }
-                Err(e) => reference = Err(e),
+                1 => {
+                    let (mut w, out) =
+                        cold_worker(&cfg, &deadlines, &model, &bytes, &mut sandboxed_cold)?;
+                    if first_out.is_empty() {
+                        first_out = out;
+                    }
+                    let measured = steady_forwards(&mut w, &bytes, per_round);
+                    layers = serde_json::to_value(w.layers()).unwrap_or(Value::Null);
+                    w.shutdown();
+                    steady.push(measured?);
+                }
+                2 if forked_cold.error.is_none() => {
+                    let forked =
+                        cold_worker(&fork_cfg, &deadlines, &model, &bytes, &mut forked_cold)
+                            .and_then(|(mut f, _)| {
+                                let measured = steady_forwards(&mut f, &bytes, per_round);
+                                f.shutdown();
+                                measured
+                            });
+                    match forked {
+                        Ok(m) => forked_steady.push(m),
+                        Err(e) => forked_cold.error = Some(e),
+                    }
+                }
+                3 => {
+                    if let Ok((plain, jailed)) = &mut reference {
+                        let under_run_first = round % 2 == 1;
+                        match inprocess_plain_and_under_run(
+                            &inprocess,
+                            &model_dir,
+                            &image,
+                            per_round,
+                            under_run_first,
+                        ) {
+                            Ok((p, j)) => {
+                                plain.push(p);
+                                jailed.push(j);
+                            }
+                            Err(e) => reference = Err(e),
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -393,18 +418,38 @@ fn inprocess_argv(inprocess: &Path, model: &Path, image: &Path, iters: usize) ->
 }
 
 /// The same one-shot `caffe-inprocess`, plainly and under `caffe-sandbox run` (every layer: namespaces, minimal
-/// root, Landlock, rlimits, the run-tool seccomp filter), back to back: the steady forwards of each. This
-/// prices what the sandbox layers themselves cost a forward pass, without the worker or the protocol.
+/// root, Landlock, rlimits, the run-tool seccomp filter), back to back (in the order given): the steady forwards
+/// of each, (plain, under run). This prices what the sandbox layers themselves cost a forward pass, without the
+/// worker or the protocol.
 fn inprocess_plain_and_under_run(
     inprocess: &Path,
     model: &Path,
     image: &Path,
     iters: usize,
+    under_run_first: bool,
 ) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let plain = inprocess_run(inprocess, model, image, iters)?;
+    let (plain, jailed) = if under_run_first {
+        let jailed = inprocess_under_run(inprocess, model, image, iters)?;
+        quiesce();
+        (inprocess_run(inprocess, model, image, iters)?, jailed)
+    } else {
+        let plain = inprocess_run(inprocess, model, image, iters)?;
+        quiesce();
+        (plain, inprocess_under_run(inprocess, model, image, iters)?)
+    };
     quiesce();
+    Ok((steady_of(&plain), steady_of(&jailed)))
+}
+
+/// One `caffe-inprocess` run under `caffe-sandbox run` (read-only access to the model and the image).
+fn inprocess_under_run(
+    inprocess: &Path,
+    model: &Path,
+    image: &Path,
+    iters: usize,
+) -> Result<Value, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let jailed = Command::new(&me)
+    let out = Command::new(&me)
         .args(["run", "--audit-log", "/dev/null", "--ro"])
         .arg(model)
         .arg("--ro")
@@ -415,9 +460,8 @@ fn inprocess_plain_and_under_run(
         .output()
         .map_err(|e| format!("caffe-sandbox run caffe-inprocess: {e}"))?;
     // `run` hands the program's stdout over on its own stderr (sanitized); the JSON line survives that.
-    let text = String::from_utf8_lossy(&jailed.stderr);
-    let jailed: Value = text
-        .lines()
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
         .find(|l| l.starts_with("{\"first_forward_ms\""))
         .and_then(|l| serde_json::from_str(l).ok())
         .ok_or_else(|| {
@@ -426,9 +470,7 @@ fn inprocess_plain_and_under_run(
                 "caffe-inprocess under caffe-sandbox run gave no result: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )
-        })?;
-    quiesce();
-    Ok((steady_of(&plain), steady_of(&jailed)))
+        })
 }
 
 /// One in-process run: a fresh `caffe-inprocess` (load, first forward, `iters` steady forwards).
