@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// A host directory holding a secret file (world-readable, so only the sandbox can keep it from the worker),
 /// a FIFO, and the marker that must never leak.
 struct Host {
-    dir: PathBuf,
+    dir: TempDir,
     secret: PathBuf,
     fifo: PathBuf,
     marker: String,
@@ -383,7 +383,8 @@ fn a_model_file_that_is_a_fifo_does_not_hang_the_supervisor() {
 #[test]
 fn symlinks_leading_out_of_the_model_directory_are_refused_without_leaking() {
     let src = open_nsfw();
-    let secret = tmpdir("link-secret").join("secret.txt");
+    let secret_dir = tmpdir("link-secret");
+    let secret = secret_dir.join("secret.txt");
     std::fs::write(&secret, "sfw\nSECRET-MARKER-7f3a\n").unwrap();
     set_mode(&secret, 0o644);
     let d = tmpdir("link-model");

@@ -9,7 +9,7 @@ fn sha(p: &Path) -> String {
 }
 
 /// A world-readable copy of open_nsfw with a manifest pinning `weights_digest` for the weights.
-fn pinned_copy(tag: &str, weights_digest: Option<&str>) -> std::path::PathBuf {
+fn pinned_copy(tag: &str, weights_digest: Option<&str>) -> TempDir {
     let src = open_nsfw();
     let d = tmpdir(tag);
     for f in [
@@ -134,7 +134,8 @@ fn a_signed_manifest_is_verified_with_the_trusted_key_and_tampering_is_refused()
     .into_string();
     std::fs::write(d.join("manifest.toml.minisig"), sig).unwrap();
     set_mode(&d.join("manifest.toml.minisig"), 0o644);
-    let key = tmpdir("key").join("minisign.pub");
+    let key_dir = tmpdir("key");
+    let key = key_dir.join("minisign.pub");
     std::fs::write(&key, kp.pk.to_box().unwrap().into_string()).unwrap();
     set_mode(&key, 0o644);
     let args = |d: &Path| {

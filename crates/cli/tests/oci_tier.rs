@@ -197,7 +197,8 @@ fn hostile_hdf5_output_is_a_seccomp_violation_under_crun_and_runc() {
     // An HDF5Output layer writes a file at load. Natively the worker's listener names the write open; under
     // the OCI tier the runtime's static envelope kills it first (kill beats notify): the supervisor still
     // reports a seccomp violation (death by SIGSYS), the syscall name is unavailable, and no file appears.
-    let target = tmpdir("oci-hdf5").join("out.h5");
+    let target_dir = tmpdir("oci-hdf5");
+    let target = target_dir.join("out.h5");
     set_mode(target.parent().unwrap(), 0o777);
     let prototxt = format!(
         "layer {{ name: \"in\" type: \"Input\" top: \"data\" top: \"label\" input_param {{ shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }} shape {{ dim: 1 }} }} }}\n\

@@ -26,7 +26,8 @@ fn hostile_models_and_inputs_amid_benign_load() {
     write_model(&repo.join("fpe/1"), FPE);
     write_model(&repo.join("garbage/1"), "this is { not a prototxt");
     // HDF5Output creates its file while the net is set up: the seccomp layer stops it at load.
-    let h5 = tmpdir("h5-target").join("escape.h5");
+    let h5_dir = tmpdir("h5-target");
+    let h5 = h5_dir.join("escape.h5");
     write_model(
         &repo.join("hdf5/1"),
         &format!(

@@ -487,21 +487,21 @@ impl Worker {
                     input: Some(name.to_owned()),
                 });
             }
-            let blob = info
-                .inputs
-                .iter()
-                .find(|b| b.name == name)
-                .ok_or_else(|| Error::BadInput {
-                    message: format!(
-                        "the model has no input named '{name}' (inputs: {})",
-                        info.inputs
-                            .iter()
-                            .map(|b| b.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    input: Some(name.to_owned()),
-                })?;
+            let blob =
+                info.inputs
+                    .iter()
+                    .find(|b| b.name == name)
+                    .ok_or_else(|| Error::BadInput {
+                        message: format!(
+                            "the model has no input named '{name}' (inputs: {})",
+                            info.inputs
+                                .iter()
+                                .map(|b| b.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        input: Some(name.to_owned()),
+                    })?;
             match input {
                 Input::Image { bytes, .. } => {
                     specs.push(InputSpec::EncodedImage {

@@ -11,9 +11,9 @@ use caffe_sandbox_supervisor::seccomp_watch::confirm_from_kernel;
 use caffe_sandbox_supervisor::{
     Deadlines, Error, FirewallMode, Input, LaunchConfig, Layer, ModelBundle, Worker, WorkerFailure,
 };
-use caffe_sandbox_testkit::{built, open_nsfw_dir, repo, sample};
+use caffe_sandbox_testkit::{built, open_nsfw_dir, repo, sample, tmpdir, TempDir};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,20 +67,7 @@ fn as_root_and_unprivileged(test: &str, body: impl Fn()) {
     }
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "cs-fork-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
-}
-
-fn model_dir(tag: &str, prototxt: &str) -> PathBuf {
+fn model_dir(tag: &str, prototxt: &str) -> TempDir {
     let d = tmpdir(tag);
     std::fs::write(d.join("deploy.prototxt"), prototxt).unwrap();
     std::fs::write(d.join("weights.caffemodel"), b"").unwrap();

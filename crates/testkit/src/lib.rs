@@ -5,7 +5,6 @@
 //! skipped.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -57,18 +56,40 @@ pub fn sample(name: &str) -> PathBuf {
     p
 }
 
-/// A fresh, empty, world-readable temporary directory (sandboxed workers run as an unprivileged uid).
-pub fn tmpdir(tag: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "cs-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create a temporary directory");
-    set_mode(&d, 0o755);
-    d
+/// A fresh, empty, world-readable temporary directory (sandboxed workers run as an unprivileged uid), named
+/// `cs-test-TAG-…` and removed with everything in it when the guard is dropped. It dereferences to its path;
+/// keep the guard alive for as long as the directory is used (`tmpdir("x").join("f")` would remove the
+/// directory at the end of the statement).
+pub fn tmpdir(tag: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cs-test-{tag}-"))
+        .tempdir()
+        .expect("create a temporary directory");
+    set_mode(dir.path(), 0o755);
+    TempDir(dir)
+}
+
+/// See [`tmpdir`].
+#[derive(Debug)]
+pub struct TempDir(tempfile::TempDir);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
 }
 
 /// chmod.

@@ -5,7 +5,7 @@
 
 #[allow(unused_imports)] // each test binary uses a subset
 pub use caffe_sandbox_testkit::{
-    built as sibling, is_root, open_nsfw_dir as open_nsfw, repo, sample, set_mode, tmpdir,
+    built as sibling, is_root, open_nsfw_dir as open_nsfw, repo, sample, set_mode, tmpdir, TempDir,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,7 +15,7 @@ pub fn bin() -> PathBuf {
 }
 
 /// Writes a model directory with `prototxt` and `weights` bytes (world-readable).
-pub fn model_dir(tag: &str, prototxt: &str, weights: &[u8]) -> PathBuf {
+pub fn model_dir(tag: &str, prototxt: &str, weights: &[u8]) -> TempDir {
     let d = tmpdir(tag);
     std::fs::write(d.join("deploy.prototxt"), prototxt).unwrap();
     std::fs::write(d.join("weights.caffemodel"), weights).unwrap();
@@ -87,7 +87,8 @@ pub fn infer_json(who: As, model: &Path, inputs: &[&Path]) -> Output {
 
 /// Like `run`, and also returns the audit log's text (empty for commands that keep none).
 pub fn run_with_audit(who: As, args: &[&std::ffi::OsStr]) -> (Output, String) {
-    let audit = tmpdir("audit").join("audit.jsonl");
+    let audit_dir = tmpdir("audit");
+    let audit = audit_dir.join("audit.jsonl");
     // Tests need a writable audit dir for both users.
     set_mode(audit.parent().unwrap(), 0o777);
     let mut cmd = match who {

@@ -6,7 +6,7 @@
 #[allow(unused_imports)] // each test binary uses a subset
 pub use caffe_sandbox_testkit::{
     built as sibling, open_nsfw_dir as open_nsfw, repo, sample, set_mode as chmod, target_dir,
-    tmpdir,
+    tmpdir, TempDir,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -81,6 +81,8 @@ pub struct Server {
     pub port: u16,
     pub audit: PathBuf,
     pub log: PathBuf,
+    /// Holds the audit log, the server's log and its port file; removed after the server is gone.
+    dir: TempDir,
 }
 
 impl Server {
@@ -111,6 +113,7 @@ impl Server {
             port: 0,
             audit,
             log,
+            dir,
         };
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(30) {
@@ -367,7 +370,8 @@ pub fn image_request(
 
 /// `caffe-sandbox infer --json` on one image: the reference probabilities.
 pub fn cli_probs(image: &Path) -> Vec<f64> {
-    let audit = tmpdir("cli").join("audit.jsonl");
+    let audit_dir = tmpdir("cli");
+    let audit = audit_dir.join("audit.jsonl");
     let out = Command::new(sibling("caffe-sandbox"))
         .args(["infer", "--json", "--model"])
         .arg(open_nsfw())
