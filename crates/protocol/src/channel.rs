@@ -232,8 +232,14 @@ impl<R: Role> Channel<R> {
                 max: MAX_FDS_PER_MESSAGE,
             });
         }
+        // Try at once: a SEQPACKET socket nearly always has room, and waiting only on EAGAIN saves a poll
+        // per message.
+        let mut wait_first = false;
         loop {
-            self.wait(PollFlags::OUT, deadline)?;
+            if wait_first {
+                self.wait(PollFlags::OUT, deadline)?;
+            }
+            wait_first = true;
             match sendmsg(
                 &self.fd,
                 &[IoSlice::new(&packet)],
