@@ -45,7 +45,7 @@ pub struct BenchArgs {
     /// Rounds: each measures every variant once, in turn, in a fresh process (cold start, then iters/rounds
     /// steady forwards), so that instance-to-instance differences and changes of the machine's pace hit every
     /// variant alike. Cold-start and steady medians are over all rounds.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=100))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub rounds: u64,
     /// Skip the bwrap/crun comparison (e.g. when they cannot be installed).
     #[arg(long)]
