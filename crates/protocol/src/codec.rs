@@ -7,7 +7,7 @@
 //! | kind | payload |
 //! |---|---|
 //! | `LoadModel` | `u8` net slot, `u8` weights slot, `option<bytes>` preprocess |
-//! | `Infer` | `u32` deadline_ms, `list<input>`; input = `u8` tag (1 tensor: `str` name, `dims`; 2 image: `str` name) |
+//! | `Infer` | `u32` deadline_ms, `u8` new_arena (0/1), `list<input>`; input = `u8` tag (1 tensor: `str` name, `dims`; 2 image: `str` name), `u64` offset, `u64` len |
 //! | `Shutdown` | empty |
 //! | `Hello` | `u16` protocol_version, `u32` pid, `u8` bool seccomp_listener, `str` caffe_version |
 //! | `Loaded` | `list<blob>` inputs, `list<blob>` outputs; blob = `str` name, `dims` |
@@ -24,14 +24,14 @@ use std::collections::HashSet;
 use crate::error::{ProtocolError, Result};
 use crate::limits::{Limits, TotalElements};
 use crate::message::{
-    BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec, Message,
-    MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
+    ArenaRange, BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec,
+    Message, MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
 };
 use crate::text::{display_name, sanitize_text, validate_name};
 use crate::wire::{build_packet, split_packet, Reader, Writer};
 use crate::{
-    MAX_BLOBS, MAX_FDS_PER_MESSAGE, MAX_NAME_LEN, MAX_PACKET, MAX_PREPROCESS_LEN, MAX_TEXT_LEN,
-    PROTOCOL_VERSION,
+    MAX_BLOBS, MAX_FDS_PER_MESSAGE, MAX_INPUT_ARENA, MAX_NAME_LEN, MAX_PACKET, MAX_PREPROCESS_LEN,
+    MAX_TEXT_LEN, PROTOCOL_VERSION,
 };
 
 const TAG_TENSOR: u8 = 1;
@@ -142,6 +142,20 @@ fn check_unique<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> Result
     Ok(())
 }
 
+/// An arena range whose end does not overflow and lies within [`MAX_INPUT_ARENA`].
+fn read_range(r: &mut Reader<'_>, what: &str) -> Result<ArenaRange> {
+    let offset = r.u64(&format!("{what} offset"))?;
+    let len = r.u64(&format!("{what} length"))?;
+    match offset.checked_add(len) {
+        Some(end) if end <= MAX_INPUT_ARENA => Ok(ArenaRange { offset, len }),
+        _ => Err(ProtocolError::TooLong {
+            field: format!("{what}: arena range {offset}+{len}"),
+            len: offset.saturating_add(len),
+            max: MAX_INPUT_ARENA as usize,
+        }),
+    }
+}
+
 fn read_slot(r: &mut Reader<'_>, field: &str, fds: usize) -> Result<FdSlot> {
     let v = r.u8(field)?;
     if usize::from(v) >= fds {
@@ -168,7 +182,7 @@ impl Body for ToWorker {
     fn expected_fds(&self) -> usize {
         match self {
             ToWorker::LoadModel { .. } => 2,
-            ToWorker::Infer { inputs, .. } => inputs.len(),
+            ToWorker::Infer { new_arena, .. } => usize::from(*new_arena),
             ToWorker::Shutdown => 0,
         }
     }
@@ -193,22 +207,27 @@ impl Body for ToWorker {
             }
             ToWorker::Infer {
                 inputs,
+                new_arena,
                 deadline_ms,
             } => {
                 w.u32(*deadline_ms);
+                w.u8(u8::from(*new_arena));
                 w.len32("Infer.inputs", inputs.len(), MAX_FDS_PER_MESSAGE)?;
                 for input in inputs {
                     match input {
-                        InputSpec::Tensor { name, dims } => {
+                        InputSpec::Tensor { name, dims, .. } => {
                             w.u8(TAG_TENSOR);
                             w.str("Infer input name", name, MAX_NAME_LEN)?;
                             write_dims(&mut w, "Infer input dims", dims)?;
                         }
-                        InputSpec::EncodedImage { name } => {
+                        InputSpec::EncodedImage { name, .. } => {
                             w.u8(TAG_IMAGE);
                             w.str("Infer input name", name, MAX_NAME_LEN)?;
                         }
                     }
+                    let at = input.at();
+                    w.u64(at.offset);
+                    w.u64(at.len);
                 }
             }
             ToWorker::Shutdown => {}
@@ -245,21 +264,32 @@ impl Body for ToWorker {
             }
             MessageKind::Infer => {
                 let deadline_ms = r.u32("Infer.deadline_ms")?;
-                // Smallest input: tag + empty name prefix.
-                let n = r.count("Infer.inputs", MAX_FDS_PER_MESSAGE, 5)?;
+                let new_arena = match r.u8("Infer.new_arena")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(ProtocolError::InvalidValue {
+                            field: "Infer.new_arena".into(),
+                            value: v.into(),
+                            expected: "0 or 1",
+                        })
+                    }
+                };
+                // Smallest input: tag + empty name prefix + offset + len.
+                let n = r.count("Infer.inputs", MAX_FDS_PER_MESSAGE, 21)?;
                 let mut inputs = Vec::with_capacity(n);
                 let mut total = TotalElements::new(limits, "Infer.inputs");
                 for i in 0..n {
                     let tag = r.u8(&format!("Infer.inputs[{i}].tag"))?;
                     let name = read_name(&mut r, &format!("Infer.inputs[{i}].name"))?;
                     let what = format!("input '{name}'");
-                    inputs.push(match tag {
+                    let tensor = match tag {
                         TAG_TENSOR => {
                             let (dims, elements) = read_dims_counted(&mut r, &what, limits)?;
                             total.add(elements)?;
-                            InputSpec::Tensor { name, dims }
+                            Some((dims, elements))
                         }
-                        TAG_IMAGE => InputSpec::EncodedImage { name },
+                        TAG_IMAGE => None,
                         v => {
                             return Err(ProtocolError::InvalidValue {
                                 field: format!("Infer.inputs[{i}].tag"),
@@ -267,11 +297,27 @@ impl Body for ToWorker {
                                 expected: "1 (tensor) or 2 (encoded image)",
                             })
                         }
+                    };
+                    let at = read_range(&mut r, &what)?;
+                    inputs.push(match tensor {
+                        Some((dims, elements)) => {
+                            // check_shape bounded the byte size, so this product cannot overflow.
+                            if at.len != elements as u64 * 4 {
+                                return Err(ProtocolError::DataSizeMismatch {
+                                    what,
+                                    actual: at.len,
+                                    expected: elements as u64 * 4,
+                                });
+                            }
+                            InputSpec::Tensor { name, dims, at }
+                        }
+                        None => InputSpec::EncodedImage { name, at },
                     });
                 }
                 check_unique("Infer.inputs", inputs.iter().map(InputSpec::name))?;
                 ToWorker::Infer {
                     inputs,
+                    new_arena,
                     deadline_ms,
                 }
             }

@@ -15,7 +15,7 @@
 //! | offset | size | field | rule |
 //! |---|---|---|---|
 //! | 0 | 4 | magic | `b"CFSB"` ([`MAGIC`]) |
-//! | 4 | 2 | version | must be [`PROTOCOL_VERSION`] (1) |
+//! | 4 | 2 | version | must be [`PROTOCOL_VERSION`] (2) |
 //! | 6 | 2 | kind | a [`MessageKind`] of the direction the receiver accepts |
 //! | 8 | 8 | request_id | correlates replies with requests |
 //! | 16 | 4 | payload_len | must equal packet length − 20 exactly |
@@ -103,8 +103,9 @@
 //! MSG_DONTWAIT | MSG_TRUNC`), `sendmsg` (`MSG_NOSIGNAL | MSG_DONTWAIT`),
 //! `ppoll` and, in [`Channel::new`], `getsockopt(SO_TYPE, SO_DOMAIN)`; the
 //! memfd helpers use `memfd_create`, `ftruncate`, `pwrite64`, `pread64`,
-//! `fcntl(F_ADD_SEALS, F_GET_SEALS)` and `fstat`. A worker's seccomp policy
-//! must allow these.
+//! `fcntl(F_ADD_SEALS, F_GET_SEALS)` and `fstat`; [`InputArena::new`] also
+//! opens `/proc/self/fd/N` (supervisor side). A worker's seccomp policy must
+//! allow what its side uses.
 //!
 //! # Using it
 //! A whole exchange, with the worker side in a thread instead of a sandboxed
@@ -126,10 +127,11 @@
 //!     };
 //!     worker.send(&Message::new(HELLO_REQUEST_ID, hello), &[])?;
 //!     let (req, fds) = worker.recv(None)?;
-//!     let ToWorker::Infer { inputs, .. } = req.body else { unreachable!() };
-//!     let InputSpec::Tensor { name, dims } = &inputs[0] else { unreachable!() };
+//!     let ToWorker::Infer { inputs, new_arena: true, .. } = req.body else { unreachable!() };
+//!     let InputSpec::Tensor { name, dims, at } = &inputs[0] else { unreachable!() };
 //!     let header = TensorHeader { name: name.clone(), dims: dims.clone() };
-//!     let x = read_sealed_tensor(&fds[0], &header, worker.limits())?;
+//!     let bytes = read_arena_range(fds[0].as_fd(), *at)?; // a real worker maps the arena once
+//!     let x = tensor_from_le_bytes(&header, worker.limits(), &bytes)?;
 //!     let y = Tensor::new(x.dims.clone(), x.data.iter().map(|v| v * 2.0).collect())?;
 //!     let fd = y.to_sealed_memfd("prob")?;
 //!     let reply = FromWorker::InferResult { outputs: vec![y.header("prob")?] };
@@ -143,9 +145,12 @@
 //!     panic!("protocol violation: kill the worker");
 //! };
 //! let x = Tensor::new(vec![1, 2], vec![0.5, 1.5])?;
-//! let fd = x.to_sealed_memfd("data")?;
-//! let inputs = vec![InputSpec::Tensor { name: "data".into(), dims: vec![1, 2] }];
-//! sup.send(&Message::new(1, ToWorker::Infer { inputs, deadline_ms: 1000 }), &[fd.as_fd()])?;
+//! let arena = InputArena::new(1 << 20)?;
+//! arena.write_at(0, &x.to_le_bytes())?;
+//! let at = ArenaRange { offset: 0, len: 8 };
+//! let inputs = vec![InputSpec::Tensor { name: "data".into(), dims: vec![1, 2], at }];
+//! let infer = ToWorker::Infer { inputs, new_arena: true, deadline_ms: 1000 };
+//! sup.send(&Message::new(1, infer), &[arena.reader()])?;
 //! let (reply, fds) = sup.recv(timeout)?;
 //! let FromWorker::InferResult { outputs } = reply.expect_reply(1)? else {
 //!     panic!("worker error or violation");
@@ -158,6 +163,7 @@
 
 #![forbid(unsafe_code)]
 
+mod arena;
 mod channel;
 mod codec;
 mod error;
@@ -167,6 +173,7 @@ mod message;
 mod text;
 mod wire;
 
+pub use arena::{arena_size, read_arena_range, InputArena, ARENA_SEALS};
 pub use channel::{
     channel_pair, socketpair, Channel, Received, Role, SupervisorChannel, SupervisorSide,
     WorkerChannel, WorkerSide, ZygoteChannel, ZygoteClientSide, ZygoteControl, ZygoteSide,
@@ -175,18 +182,19 @@ pub use codec::{decode, decode_from_worker, decode_to_worker, encode};
 pub use error::{ProtocolError, Result};
 pub use limits::Limits;
 pub use memfd::{
-    create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, sealed_size, Tensor, REQUIRED_SEALS,
+    create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, sealed_size, tensor_from_le_bytes,
+    Tensor, REQUIRED_SEALS,
 };
 pub use message::{
-    BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec, Message,
-    MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
+    ArenaRange, BlobInfo, Body, ChildStatus, Direction, FdSlot, FromWorker, FromZygote, InputSpec,
+    Message, MessageKind, TensorHeader, ToWorker, ToZygote, WorkerErrorKind,
 };
 pub use text::sanitize_text;
 
 /// First four bytes of every packet.
 pub const MAGIC: [u8; 4] = *b"CFSB";
 /// The protocol version in every header and in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Largest packet (header + payload) accepted or sent.
@@ -197,6 +205,8 @@ pub const MAX_FDS_PER_MESSAGE: usize = 8;
 pub const MAX_TEXT_LEN: usize = 4096;
 /// Longest blob/tensor name (bytes).
 pub const MAX_NAME_LEN: usize = 256;
+/// Largest input arena (bytes), and the end of every arena range a request may name.
+pub const MAX_INPUT_ARENA: u64 = 1 << 31;
 /// Longest `LoadModel.preprocess` blob.
 pub const MAX_PREPROCESS_LEN: usize = 16 * 1024;
 /// Most blobs in each list of `Loaded`.

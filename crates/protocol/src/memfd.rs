@@ -256,6 +256,44 @@ pub fn read_sealed_tensor(fd: impl AsFd, header: &TensorHeader, limits: &Limits)
     })
 }
 
+/// Builds the tensor described by `header` from little-endian bytes (e.g. a range of the input arena), with the
+/// checks of [`read_sealed_tensor`]: `header.dims` against `limits`, exactly `product(dims) * 4` bytes, and no
+/// NaN/±Inf if `limits.reject_non_finite`.
+pub fn tensor_from_le_bytes(
+    header: &TensorHeader,
+    limits: &Limits,
+    bytes: &[u8],
+) -> Result<Tensor> {
+    let what = format!("tensor '{}'", display_name(&header.name));
+    let elements = limits.check_shape(&what, &header.dims)?;
+    let expected = elements
+        .checked_mul(4)
+        .ok_or_else(|| ProtocolError::ShapeOverflow {
+            what: what.clone(),
+            dims: header.dims.iter().map(|&d| d.into()).collect(),
+        })?;
+    if bytes.len() != expected {
+        return Err(ProtocolError::DataSizeMismatch {
+            what,
+            actual: bytes.len() as u64,
+            expected: expected as u64,
+        });
+    }
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if limits.reject_non_finite {
+        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ProtocolError::NonFinite { what, index, value });
+        }
+    }
+    Ok(Tensor {
+        dims: header.dims.iter().map(|&d| d as usize).collect(),
+        data,
+    })
+}
+
 /// Reads all bytes of a sealed memfd of at most `max_len` bytes (e.g. an
 /// encoded image), with the same seal checks as [`read_sealed_tensor`].
 /// `what` names the buffer in errors.

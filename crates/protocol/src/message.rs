@@ -121,22 +121,34 @@ impl FdSlot {
     }
 }
 
-/// One input of [`ToWorker::Infer`]; input *i* travels in the *i*-th fd.
+/// Where an input's bytes lie in the worker's input arena (see [`crate::InputArena`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaRange {
+    /// Byte offset into the arena.
+    pub offset: u64,
+    /// Length in bytes (`offset + len` does not overflow; the worker checks it against the arena's size).
+    pub len: u64,
+}
+
+/// One input of [`ToWorker::Infer`]; its bytes lie in the worker's input arena.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSpec {
-    /// Raw data: a sealed memfd of `product(dims)` little-endian `f32`s
-    /// (read it with [`crate::read_sealed_tensor`]).
+    /// Raw data: `product(dims)` little-endian `f32`s (`at.len` is exactly `product(dims) * 4`; read it with
+    /// [`crate::tensor_from_le_bytes`]).
     Tensor {
         /// Input blob name.
         name: String,
         /// Shape.
         dims: Vec<u32>,
+        /// The data.
+        at: ArenaRange,
     },
-    /// Encoded JPEG/PNG bytes in a sealed memfd, decoded and preprocessed in
-    /// the worker (read it with [`crate::read_sealed_bytes`]).
+    /// Encoded JPEG/PNG bytes, decoded and preprocessed in the worker.
     EncodedImage {
         /// Input blob name.
         name: String,
+        /// The encoded bytes.
+        at: ArenaRange,
     },
 }
 
@@ -144,7 +156,14 @@ impl InputSpec {
     /// The input blob name.
     pub fn name(&self) -> &str {
         match self {
-            InputSpec::Tensor { name, .. } | InputSpec::EncodedImage { name } => name,
+            InputSpec::Tensor { name, .. } | InputSpec::EncodedImage { name, .. } => name,
+        }
+    }
+
+    /// Where its bytes are.
+    pub fn at(&self) -> ArenaRange {
+        match self {
+            InputSpec::Tensor { at, .. } | InputSpec::EncodedImage { at, .. } => *at,
         }
     }
 }
@@ -162,11 +181,14 @@ pub enum ToWorker {
         /// [`crate::MAX_PREPROCESS_LEN`] bytes.
         preprocess: Option<Vec<u8>>,
     },
-    /// Run one forward pass. Carries one fd per input, in order; at most
-    /// [`crate::MAX_FDS_PER_MESSAGE`] inputs.
+    /// Run one forward pass on inputs placed in the input arena; at most
+    /// [`crate::MAX_FDS_PER_MESSAGE`] inputs. Carries one fd (a new arena, read-only, replacing the previous one)
+    /// when `new_arena`, else none.
     Infer {
         /// The inputs.
         inputs: Vec<InputSpec>,
+        /// Whether the attached fd is a new input arena (the first request always brings one).
+        new_arena: bool,
         /// Worker-side time budget in milliseconds (0 = none); the
         /// supervisor enforces its own deadline regardless.
         deadline_ms: u32,

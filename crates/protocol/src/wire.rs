@@ -349,11 +349,14 @@ mod tests {
             split_packet(&p),
             Err(ProtocolError::BadMagic { .. })
         ));
-        let p = header(2, 1, 0);
+        let p = header(PROTOCOL_VERSION + 1, 1, 0);
         let err = split_packet(&p).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "header.version: protocol version 2 unsupported (expected 1)"
+            format!(
+                "header.version: protocol version {} unsupported (expected {PROTOCOL_VERSION})",
+                PROTOCOL_VERSION + 1
+            )
         );
         let p = header(0, 1, 0);
         assert!(matches!(

@@ -7,9 +7,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use caffe_sandbox_protocol::{
-    channel_pair, create_sealed_memfd, read_sealed_bytes, read_sealed_tensor, socketpair, Channel,
-    FdSlot, FromWorker, InputSpec, Limits, Message, MessageKind, ProtocolError, SupervisorChannel,
-    Tensor, TensorHeader, ToWorker, WorkerChannel, WorkerErrorKind, HELLO_REQUEST_ID, MAX_PACKET,
+    channel_pair, create_sealed_memfd, read_arena_range, read_sealed_bytes, read_sealed_tensor,
+    socketpair, tensor_from_le_bytes, ArenaRange, Channel, FdSlot, FromWorker, InputArena,
+    InputSpec, Limits, Message, MessageKind, ProtocolError, SupervisorChannel, Tensor,
+    TensorHeader, ToWorker, WorkerChannel, WorkerErrorKind, HELLO_REQUEST_ID, MAX_PACKET,
     PROTOCOL_VERSION,
 };
 use common::*;
@@ -116,18 +117,21 @@ fn full_session_round_trip_with_fds() {
 
     // Infer with one tensor input; the worker echoes it and a second output.
     let input = Tensor::new(vec![1, 2], vec![0.25, 0.75]).unwrap();
-    let input_fd = input.to_sealed_memfd("data").unwrap();
+    let arena = InputArena::new(1 << 20).unwrap();
+    arena.write_at(64, &input.to_le_bytes()).unwrap();
     let infer = Message::new(
         2,
         ToWorker::Infer {
             inputs: vec![InputSpec::Tensor {
                 name: "data".into(),
                 dims: vec![1, 2],
+                at: ArenaRange { offset: 64, len: 8 },
             }],
+            new_arena: true,
             deadline_ms: 1000,
         },
     );
-    sup.send(&infer, &[input_fd.as_fd()]).unwrap();
+    sup.send(&infer, &[arena.reader()]).unwrap();
     let (result, fds) = sup.recv(T).unwrap();
     let FromWorker::InferResult { outputs } = result.expect_reply(2).unwrap() else {
         panic!("not an InferResult")
@@ -175,14 +179,15 @@ fn worker_main(ch: WorkerChannel) {
                 }
             }
             ToWorker::Infer { inputs, .. } => {
-                let InputSpec::Tensor { name, dims } = &inputs[0] else {
+                let InputSpec::Tensor { name, dims, at } = &inputs[0] else {
                     panic!()
                 };
                 let h = TensorHeader {
                     name: name.clone(),
                     dims: dims.clone(),
                 };
-                let t = read_sealed_tensor(&fds[0], &h, ch.limits()).unwrap();
+                let bytes = read_arena_range(fds[0].as_fd(), *at).unwrap();
+                let t = tensor_from_le_bytes(&h, ch.limits(), &bytes).unwrap();
                 let extra = Tensor::new(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
                 let fd0 = t.to_sealed_memfd("prob").unwrap();
                 let fd1 = extra.to_sealed_memfd("extra").unwrap();
@@ -336,7 +341,15 @@ fn unexpected_fds_are_closed_and_reported() {
     let mut probe = Probe::new();
     raw_send(
         &raw,
-        &packet(HELLO, 0, &Payload::new().u16(1).u32(1).u8(0).str("1.0.0")),
+        &packet(
+            HELLO,
+            0,
+            &Payload::new()
+                .u16(PROTOCOL_VERSION)
+                .u32(1)
+                .u8(0)
+                .str("1.0.0"),
+        ),
         &[probe.fd()],
     );
     probe.drop_ours();
@@ -486,6 +499,7 @@ fn send_times_out_when_the_peer_does_not_read() {
             id,
             ToWorker::Infer {
                 inputs: vec![],
+                new_arena: false,
                 deadline_ms: 0,
             },
         )

@@ -3,8 +3,8 @@
 mod common;
 
 use caffe_sandbox_protocol::{
-    decode_from_worker, decode_to_worker, encode, BlobInfo, Direction, FdSlot, FromWorker,
-    InputSpec, Limits, Message, MessageKind, ProtocolError, TensorHeader, ToWorker,
+    decode_from_worker, decode_to_worker, encode, ArenaRange, BlobInfo, Direction, FdSlot,
+    FromWorker, InputSpec, Limits, Message, MessageKind, ProtocolError, TensorHeader, ToWorker,
     WorkerErrorKind, MAX_PACKET, PROTOCOL_VERSION,
 };
 use common::*;
@@ -35,11 +35,20 @@ fn every_kind_round_trips() {
                 InputSpec::Tensor {
                     name: "data".into(),
                     dims: vec![1, 3, 224, 224],
+                    at: ArenaRange {
+                        offset: 0,
+                        len: 3 * 224 * 224 * 4,
+                    },
                 },
                 InputSpec::EncodedImage {
                     name: "image".into(),
+                    at: ArenaRange {
+                        offset: 602_112,
+                        len: 240_512,
+                    },
                 },
             ],
+            new_arena: true,
             deadline_ms: 5000,
         },
         ToWorker::Shutdown,
@@ -139,10 +148,10 @@ fn wrong_direction_is_rejected_both_ways() {
 
 #[test]
 fn hello_with_other_protocol_version_is_rejected() {
-    let p = packet(HELLO, 0, &Payload::new().u16(2).u32(1).u8(0).str("1.0.0"));
+    let p = packet(HELLO, 0, &Payload::new().u16(1).u32(1).u8(0).str("1.0.0"));
     assert_eq!(
         err_string(&p),
-        "Hello.protocol_version: protocol version 2 unsupported (expected 1)"
+        "Hello.protocol_version: protocol version 1 unsupported (expected 2)"
     );
 }
 
@@ -341,7 +350,11 @@ fn terminal_escapes_in_error_text_are_stripped() {
     let p = packet(
         HELLO,
         0,
-        &Payload::new().u16(1).u32(1).u8(0).str("1.0\x1b[8m hidden"),
+        &Payload::new()
+            .u16(PROTOCOL_VERSION)
+            .u32(1)
+            .u8(0)
+            .str("1.0\x1b[8m hidden"),
     );
     match from_worker(&p).unwrap().body {
         FromWorker::Hello { caffe_version, .. } => assert_eq!(caffe_version, "1.0 hidden"),
@@ -442,7 +455,11 @@ fn bad_tags_and_kinds() {
         from_worker(&p),
         Err(ProtocolError::InvalidValue { value: 2, .. })
     ));
-    let p = packet(HELLO, 0, &Payload::new().u16(1).u32(1).u8(2).str("v"));
+    let p = packet(
+        HELLO,
+        0,
+        &Payload::new().u16(PROTOCOL_VERSION).u32(1).u8(2).str("v"),
+    );
     assert_eq!(
         err_string(&p),
         "Hello.seccomp_listener: invalid value 2 (expected 0 or 1)"
@@ -470,7 +487,18 @@ fn to_worker_caps() {
         Err(ProtocolError::TooLong { max: 16384, .. })
     ));
     // Infer input with bad tag, bad dims, too many inputs.
-    let p = packet(INFER, 1, &Payload::new().u32(0).u32(1).u8(3).str("data"));
+    let p = packet(
+        INFER,
+        1,
+        &Payload::new()
+            .u32(0)
+            .u8(0)
+            .u32(1)
+            .u8(3)
+            .str("data")
+            .u64(0)
+            .u64(0),
+    );
     assert!(matches!(
         decode_to_worker(&p, &l),
         Err(ProtocolError::InvalidValue { value: 3, .. })
@@ -478,17 +506,75 @@ fn to_worker_caps() {
     let p = packet(
         INFER,
         1,
-        &Payload::new().u32(0).u32(1).u8(1).str("data").dims(&[0]),
+        &Payload::new()
+            .u32(0)
+            .u8(0)
+            .u32(1)
+            .u8(1)
+            .str("data")
+            .dims(&[0])
+            .u64(0)
+            .u64(0),
     );
     assert_eq!(
         decode_to_worker(&p, &l).unwrap_err().to_string(),
         "input 'data': dim 0 = 0 outside 1..=65536"
     );
-    let p = packet(INFER, 1, &Payload::new().u32(0).u32(9).raw(&[0; 64]));
+    let p = packet(INFER, 1, &Payload::new().u32(0).u8(0).u32(9).raw(&[0; 200]));
     assert!(matches!(
         decode_to_worker(&p, &l),
         Err(ProtocolError::TooMany { count: 9, .. })
     ));
+    // new_arena is a boolean.
+    let p = packet(INFER, 1, &Payload::new().u32(0).u8(2).u32(0));
+    assert!(matches!(
+        decode_to_worker(&p, &l),
+        Err(ProtocolError::InvalidValue { value: 2, .. })
+    ));
+    // A tensor's range must hold exactly its data.
+    let tensor = |len: u64| {
+        packet(
+            INFER,
+            1,
+            &Payload::new()
+                .u32(0)
+                .u8(1)
+                .u32(1)
+                .u8(1)
+                .str("data")
+                .dims(&[1, 2])
+                .u64(0)
+                .u64(len),
+        )
+    };
+    assert!(decode_to_worker(&tensor(8), &l).is_ok());
+    assert!(matches!(
+        decode_to_worker(&tensor(12), &l),
+        Err(ProtocolError::DataSizeMismatch {
+            actual: 12,
+            expected: 8,
+            ..
+        })
+    ));
+    // A range may not overflow or end past the largest arena.
+    for (offset, len) in [(u64::MAX, 2), (1 << 31, 1), (0, (1 << 31) + 1)] {
+        let p = packet(
+            INFER,
+            1,
+            &Payload::new()
+                .u32(0)
+                .u8(1)
+                .u32(1)
+                .u8(2)
+                .str("image")
+                .u64(offset)
+                .u64(len),
+        );
+        assert!(
+            matches!(decode_to_worker(&p, &l), Err(ProtocolError::TooLong { .. })),
+            "{offset}+{len}"
+        );
+    }
 }
 
 #[test]
@@ -556,13 +642,18 @@ fn total_elements_of_one_reply_are_capped() {
         1,
         &Payload::new()
             .u32(0)
+            .u8(0)
             .u32(2)
             .u8(1)
             .str("a")
             .dims(&[1024, 65536])
+            .u64(0)
+            .u64(1024 * 65536 * 4)
             .u8(1)
             .str("b")
-            .dims(&[1]),
+            .dims(&[1])
+            .u64(0)
+            .u64(4),
     );
     assert!(matches!(
         decode_to_worker(&p, &Limits::default()),

@@ -2,9 +2,9 @@
 //! encode → decode is the identity on valid messages.
 
 use caffe_sandbox_protocol::{
-    decode_from_worker, decode_to_worker, encode, sanitize_text, BlobInfo, FdSlot, FromWorker,
-    InputSpec, Limits, Message, MessageKind, TensorHeader, ToWorker, WorkerErrorKind, MAGIC,
-    PROTOCOL_VERSION,
+    decode_from_worker, decode_to_worker, encode, sanitize_text, ArenaRange, BlobInfo, FdSlot,
+    FromWorker, InputSpec, Limits, Message, MessageKind, TensorHeader, ToWorker, WorkerErrorKind,
+    MAGIC, PROTOCOL_VERSION,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -61,14 +61,21 @@ fn from_worker() -> impl Strategy<Value = FromWorker> {
 
 fn input_spec(name: String) -> impl Strategy<Value = InputSpec> {
     prop_oneof![
-        dims().prop_map({
+        (dims(), 0u64..1 << 30).prop_map({
             let name = name.clone();
-            move |dims| InputSpec::Tensor {
+            move |(dims, offset)| InputSpec::Tensor {
                 name: name.clone(),
+                at: ArenaRange {
+                    offset,
+                    len: dims.iter().map(|&d| u64::from(d)).product::<u64>() * 4,
+                },
                 dims,
             }
         }),
-        Just(InputSpec::EncodedImage { name }),
+        (0u64..1 << 30, 0u64..1 << 30).prop_map(move |(offset, len)| InputSpec::EncodedImage {
+            name: name.clone(),
+            at: ArenaRange { offset, len },
+        }),
     ]
 }
 
@@ -88,15 +95,17 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
                 vec!["data", "image", "label", "im_info", "x/y", "z"],
                 0..=6
             ),
-            any::<u32>()
+            any::<u32>(),
+            any::<bool>()
         )
-            .prop_flat_map(|(names, deadline_ms)| {
+            .prop_flat_map(|(names, deadline_ms, new_arena)| {
                 let specs: Vec<_> = names
                     .into_iter()
                     .map(|n| input_spec(n.to_owned()))
                     .collect();
                 specs.prop_map(move |inputs| ToWorker::Infer {
                     inputs,
+                    new_arena,
                     deadline_ms,
                 })
             }),

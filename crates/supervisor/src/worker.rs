@@ -10,12 +10,12 @@ use crate::process::{classify, EndFacts, ExitStatus, StderrCollector};
 use crate::seccomp_watch::SeccompWatch;
 use caffe_sandbox_jail::{Layer, LayerReport, LayerState};
 use caffe_sandbox_protocol::{
-    create_sealed_memfd, read_sealed_tensor, BlobInfo, FdSlot, FromWorker, InputSpec, Limits,
+    read_sealed_tensor, ArenaRange, BlobInfo, FdSlot, FromWorker, InputArena, InputSpec, Limits,
     Message, ProtocolError, SupervisorChannel, ToWorker, WorkerErrorKind, HELLO_REQUEST_ID,
     PROTOCOL_VERSION,
 };
 use serde::Serialize;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 /// Deadlines the supervisor enforces with its own clock.
@@ -184,6 +184,10 @@ pub struct Worker {
     info: Option<ModelInfo>,
     cfg: LaunchConfig,
     dead: bool,
+    /// The input arena (see `caffe_sandbox_protocol::InputArena`), made at the first request and replaced by a
+    /// larger one when a request does not fit; `arena_sent` once the worker has it.
+    arena: Option<InputArena>,
+    arena_sent: bool,
 }
 
 impl Worker {
@@ -237,6 +241,8 @@ impl Worker {
             info: None,
             cfg: cfg.clone(),
             dead: false,
+            arena: None,
+            arena_sent: false,
         };
         w.handshake(deadline)
     }
@@ -268,6 +274,8 @@ impl Worker {
             info: None,
             cfg: cfg.clone(),
             dead: false,
+            arena: None,
+            arena_sent: false,
         };
         let deadline = Instant::now() + w.deadlines.start;
         w.handshake(deadline)
@@ -475,8 +483,8 @@ impl Worker {
                 input: None,
             });
         }
-        let mut specs = Vec::new();
-        let mut fds: Vec<OwnedFd> = Vec::new();
+        // Each input's bytes, checked, before anything is written to the arena.
+        let mut pending: Vec<(InputSpec, std::borrow::Cow<'_, [u8]>)> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             let name = input.name();
             if inputs[..i].iter().any(|earlier| earlier.name() == name) {
@@ -503,12 +511,13 @@ impl Worker {
                         input: Some(name.to_owned()),
                     })?;
             match input {
-                Input::Image { bytes, .. } => {
-                    specs.push(InputSpec::EncodedImage {
+                Input::Image { bytes, .. } => pending.push((
+                    InputSpec::EncodedImage {
                         name: name.to_owned(),
-                    });
-                    fds.push(memfd("image", bytes)?);
-                }
+                        at: ArenaRange { offset: 0, len: 0 },
+                    },
+                    bytes.as_slice().into(),
+                )),
                 Input::Tensor { dims, data, .. } => {
                     // Shape checks happen here, before anything reaches the worker.
                     let bad = |m: String| Error::BadInput {
@@ -533,30 +542,37 @@ impl Worker {
                         )));
                     }
                     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    specs.push(InputSpec::Tensor {
-                        name: name.to_owned(),
-                        // check_shape bounded every dim by max_dim (a u32).
-                        dims: dims.iter().map(|&d| d as u32).collect(),
-                    });
-                    fds.push(memfd(name, &bytes)?);
+                    pending.push((
+                        InputSpec::Tensor {
+                            name: name.to_owned(),
+                            // check_shape bounded every dim by max_dim (a u32).
+                            dims: dims.iter().map(|&d| d as u32).collect(),
+                            at: ArenaRange { offset: 0, len: 0 },
+                        },
+                        bytes.into(),
+                    ));
                 }
             }
         }
+        let (specs, new_arena) = self.place_inputs(pending)?;
         let id = self.next_request_id();
         let deadline = Instant::now() + self.deadlines.request;
         let msg = Message::new(
             id,
             ToWorker::Infer {
                 inputs: specs,
+                new_arena,
                 deadline_ms: self.deadlines.request.as_millis().min(u32::MAX as u128) as u32,
             },
         );
-        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        if let Err(e) = self.channel.send_deadline(&msg, &borrowed, Some(deadline)) {
+        let arena_fd: Vec<_> = match (&self.arena, new_arena) {
+            (Some(a), true) => vec![a.reader()],
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.channel.send_deadline(&msg, &arena_fd, Some(deadline)) {
             return Err(self.fail(Some(e)));
         }
-        drop(borrowed);
-        drop(fds);
+        self.arena_sent = true;
         let (body, out_fds) = self.reply(id, deadline)?;
         match body {
             FromWorker::InferResult { outputs } => {
@@ -596,6 +612,54 @@ impl Worker {
                 Err(self.violation(format!("expected InferResult, got {:?}", kind_of(&other))))
             }
         }
+    }
+
+    /// Lays the inputs out in the arena (64-byte aligned, in order), making a new arena when there is none yet or
+    /// this request does not fit (at least 1 MiB, doubling to fit), writes them, and returns the specs with their
+    /// ranges and whether the worker must be sent the (new) arena.
+    fn place_inputs(
+        &mut self,
+        pending: Vec<(InputSpec, std::borrow::Cow<'_, [u8]>)>,
+    ) -> Result<(Vec<InputSpec>, bool)> {
+        const ALIGN: u64 = 64;
+        let mut end = 0u64;
+        let mut ranges = Vec::with_capacity(pending.len());
+        for (_, bytes) in &pending {
+            let offset = end.div_ceil(ALIGN) * ALIGN;
+            ranges.push(ArenaRange {
+                offset,
+                len: bytes.len() as u64,
+            });
+            end = offset + bytes.len() as u64;
+        }
+        let arena_error = |e: std::io::Error| Error::Sandbox(format!("input arena: {e}"));
+        if self.arena.as_ref().is_none_or(|a| a.capacity() < end) {
+            if end > caffe_sandbox_protocol::MAX_INPUT_ARENA {
+                return Err(Error::BadInput {
+                    message: format!(
+                        "the request's inputs take {end} bytes, more than the {} a request may carry",
+                        caffe_sandbox_protocol::MAX_INPUT_ARENA
+                    ),
+                    input: None,
+                });
+            }
+            let capacity = end
+                .max(1 << 20)
+                .next_power_of_two()
+                .min(caffe_sandbox_protocol::MAX_INPUT_ARENA);
+            self.arena = Some(InputArena::new(capacity).map_err(arena_error)?);
+            self.arena_sent = false;
+        }
+        let arena = self.arena.as_ref().expect("made above");
+        let mut specs = Vec::with_capacity(pending.len());
+        for ((mut spec, bytes), at) in pending.into_iter().zip(ranges) {
+            arena.write_at(at.offset, &bytes).map_err(arena_error)?;
+            match &mut spec {
+                InputSpec::Tensor { at: a, .. } | InputSpec::EncodedImage { at: a, .. } => *a = at,
+            }
+            specs.push(spec);
+        }
+        Ok((specs, !self.arena_sent))
     }
 
     /// Asks the worker to exit, then makes sure it did.
@@ -831,11 +895,6 @@ fn is_allocation_failure(message: &str) -> bool {
 }
 
 /// A sealed memfd holding `bytes` (the worker can neither change nor resize it).
-fn memfd(what: &str, bytes: &[u8]) -> Result<OwnedFd> {
-    create_sealed_memfd(what, bytes)
-        .map_err(|e| Error::Sandbox(format!("cannot create a sealed memfd for {what}: {e}")))
-}
-
 fn kind_of(b: &FromWorker) -> &'static str {
     match b {
         FromWorker::Hello { .. } => "Hello",

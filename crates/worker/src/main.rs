@@ -13,7 +13,7 @@
 //! Exit codes: 0 after `Shutdown` or when the supervisor hangs up; 70 after a Caffe CHECK failure (reported
 //! first as an `Error` message when possible); 71 protocol error; 72 initialisation failure.
 use caffe_sandbox_protocol::{
-    read_sealed_bytes, read_sealed_tensor, BlobInfo, ChildStatus, FromWorker, FromZygote,
+    read_sealed_bytes, tensor_from_le_bytes, BlobInfo, ChildStatus, FromWorker, FromZygote,
     InputSpec, Message, ProtocolError, Tensor, TensorHeader, ToWorker, ToZygote, WorkerChannel,
     WorkerErrorKind, ZygoteChannel, HELLO_REQUEST_ID, PROTOCOL_VERSION,
 };
@@ -412,6 +412,8 @@ struct Loaded {
 
 fn serve(channel: &WorkerChannel, mut pending_filter: Option<PendingInferenceFilter>) -> i32 {
     let mut loaded: Option<Loaded> = None;
+    // The input arena, mapped once and replaced when a request brings a new one.
+    let mut arena: Option<SealedMap> = None;
     loop {
         let (msg, fds) = match channel.recv(None) {
             Ok(m) => m,
@@ -448,13 +450,28 @@ fn serve(channel: &WorkerChannel, mut pending_filter: Option<PendingInferenceFil
                     Err(e) => Err(e),
                 }
             }
-            ToWorker::Infer { inputs, .. } => match loaded.as_mut() {
-                Some(l) => infer(l, &inputs, &fds),
-                None => Err(WorkerError::new(
-                    WorkerErrorKind::BadInput,
-                    "no model loaded",
-                )),
-            },
+            ToWorker::Infer {
+                inputs, new_arena, ..
+            } => {
+                let mapped = match (new_arena, fds.first()) {
+                    (true, Some(fd)) => SealedMap::arena(fd).map(|m| arena = Some(m)),
+                    _ => Ok(()),
+                };
+                match (mapped, loaded.as_mut(), arena.as_ref()) {
+                    (Err(e), _, _) => {
+                        Err(WorkerError::new(WorkerErrorKind::BadInput, e.to_string()))
+                    }
+                    (Ok(()), Some(l), Some(a)) => infer(l, &inputs, a),
+                    (Ok(()), None, _) => Err(WorkerError::new(
+                        WorkerErrorKind::BadInput,
+                        "no model loaded",
+                    )),
+                    (Ok(()), Some(_), None) => Err(WorkerError::new(
+                        WorkerErrorKind::BadInput,
+                        "no input arena: the first request must bring one",
+                    )),
+                }
+            }
         };
         let sent = match reply {
             Ok((body, out_fds)) => {
@@ -601,20 +618,24 @@ fn load(
 fn infer(
     l: &mut Loaded,
     inputs: &[InputSpec],
-    fds: &[OwnedFd],
+    arena: &SealedMap,
 ) -> Result<(FromWorker, Vec<OwnedFd>), WorkerError> {
     let bad_input = |m: String| WorkerError::new(WorkerErrorKind::BadInput, m);
-    // One input per blob (the protocol refuses duplicate names), each with its memfd at the same index.
-    for (spec, fd) in inputs.iter().zip(fds) {
+    // One input per blob (the protocol refuses duplicate names); the bytes are read straight from the arena.
+    for spec in inputs {
         let name = spec.name();
+        let bytes = arena
+            .range(spec.at())
+            .map_err(|e| bad_input(format!("input '{name}': {e}")))?;
         let (dims, data) = match spec {
             InputSpec::Tensor { dims, .. } => {
                 let header = TensorHeader {
                     name: name.to_string(),
                     dims: dims.clone(),
                 };
-                let Tensor { dims, data } = read_sealed_tensor(fd, &header, &Default::default())
-                    .map_err(|e| bad_input(e.to_string()))?;
+                let Tensor { dims, data } =
+                    tensor_from_le_bytes(&header, &Default::default(), bytes)
+                        .map_err(|e| bad_input(e.to_string()))?;
                 (dims, data)
             }
             InputSpec::EncodedImage { .. } => {
@@ -625,11 +646,14 @@ fn infer(
                 if let Some(n) = dims.first_mut() {
                     *n = 1; // one image
                 }
-                // Decoded straight from a read-only mapping of the sealed memfd: no copy.
-                let bytes = SealedMap::new(fd, "image", MAX_IMAGE_BYTES)
-                    .map_err(|e| bad_input(e.to_string()))?;
+                if bytes.len() > MAX_IMAGE_BYTES {
+                    return Err(bad_input(format!(
+                        "input '{name}': an image of {} bytes exceeds the limit of {MAX_IMAGE_BYTES}",
+                        bytes.len()
+                    )));
+                }
                 let data = image_to_tensor(
-                    &bytes,
+                    bytes,
                     &l.options.preprocess,
                     &dims,
                     &l.options.decode_limits(),

@@ -1,6 +1,6 @@
-//! Read-only mappings of sealed memfds: the model weights (tens of MB) are handed to Caffe's parser, and each
-//! request's encoded images to the decoder, straight from the supervisor's memfd instead of being copied out
-//! of it first.
+//! Read-only mappings of what the supervisor hands over: the model weights (tens of MB, a sealed memfd) are
+//! handed to Caffe's parser, and each request's inputs (ranges of the input arena) to the decoder, straight
+//! from the mapping instead of being copied out first.
 //!
 //! Safe against the classic shared-memory attacks because `caffe_sandbox_protocol::sealed_size` has verified
 //! F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL before mapping: nobody can truncate the file under the
@@ -26,21 +26,29 @@ impl SealedMap {
                 max: max_len,
             });
         }
-        let len = size as usize;
+        Self::map(fd, size as usize, rustix::mm::MapFlags::PRIVATE, what)
+    }
+
+    fn map(
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+        flags: rustix::mm::MapFlags,
+        what: &str,
+    ) -> Result<SealedMap, ProtocolError> {
         if len == 0 {
             return Ok(SealedMap {
                 ptr: std::ptr::null_mut(),
                 len: 0,
             });
         }
-        // SAFETY: a fresh private read-only mapping of a sealed regular file of exactly `len` bytes; the kernel
-        // picks the address; the mapping is owned by the returned value and unmapped exactly once in Drop.
+        // SAFETY: a fresh read-only mapping of a regular file whose size is sealed at exactly `len` bytes; the
+        // kernel picks the address; the mapping is owned by the returned value and unmapped exactly once in Drop.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
                 rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::PRIVATE,
+                flags,
                 fd,
                 0,
             )
@@ -50,6 +58,42 @@ impl SealedMap {
             reason: format!("mmap failed: {e}"),
         })?;
         Ok(SealedMap { ptr, len })
+    }
+
+    /// Maps the input arena `fd` (see `caffe_sandbox_protocol::InputArena`) read-only, after
+    /// `caffe_sandbox_protocol::arena_size` has verified that its size is sealed (no SIGBUS).
+    pub fn arena(fd: impl AsFd) -> Result<SealedMap, ProtocolError> {
+        let fd = fd.as_fd();
+        let size = caffe_sandbox_protocol::arena_size(fd)?;
+        if size > caffe_sandbox_protocol::MAX_INPUT_ARENA {
+            return Err(ProtocolError::TooLong {
+                field: "input arena".into(),
+                len: size,
+                max: caffe_sandbox_protocol::MAX_INPUT_ARENA as usize,
+            });
+        }
+        Self::map(
+            fd,
+            size as usize,
+            rustix::mm::MapFlags::SHARED,
+            "input arena",
+        )
+    }
+
+    /// The bytes of `at`, or an error when the range does not lie within the mapping.
+    pub fn range(&self, at: caffe_sandbox_protocol::ArenaRange) -> Result<&[u8], ProtocolError> {
+        let end = at
+            .offset
+            .checked_add(at.len)
+            .filter(|&e| e <= self.len as u64);
+        match end {
+            Some(end) => Ok(&self[at.offset as usize..end as usize]),
+            None => Err(ProtocolError::TooLong {
+                field: format!("arena range {}+{}", at.offset, at.len),
+                len: at.offset.saturating_add(at.len),
+                max: self.len,
+            }),
+        }
     }
 }
 

@@ -23,6 +23,10 @@ impl Payload {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
     pub fn raw(mut self, b: &[u8]) -> Self {
         self.0.extend_from_slice(b);
         self

@@ -1,0 +1,171 @@
+//! The input arena: one memfd per worker connection that carries every request's input bytes.
+//!
+//! A fresh sealed memfd per request costs ~0.1 ms for a 240 KB image on these machines (59 new shmem pages,
+//! allocated and charged, then freed again by the worker) — a quarter of the protocol's whole per-request cost.
+//! The arena's pages are allocated once and rewritten in place.
+//!
+//! Who can do what:
+//! - the supervisor holds the only writable fd ([`InputArena`]) and writes a request's inputs before sending it;
+//!   it never reads the arena, so nothing the worker could do to it can reach the supervisor;
+//! - the worker gets a second, **read-only** open of the same file (reopened through `/proc/self/fd`, a new open
+//!   file description): it cannot `write`, `ftruncate`, `fallocate`, add seals (the kernel requires a writable
+//!   fd for `F_ADD_SEALS`) or map it writable and shared; a private writable mapping only copies;
+//! - seals `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL` fix the size, so the worker may map it without fear of
+//!   SIGBUS ([`arena_size`] checks them).
+//!
+//! One request is in flight per worker connection: the supervisor rewrites the arena only after the previous
+//! reply (or after the worker is gone), so the worker reads stable bytes for the whole request.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{
+    fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, FileType, MemfdFlags, Mode, OFlags,
+    SealFlags,
+};
+use rustix::io::{pwrite, Errno};
+
+use crate::error::{ProtocolError, Result};
+use crate::message::ArenaRange;
+
+/// The seals an input arena carries.
+pub const ARENA_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// The supervisor's side of an input arena.
+#[derive(Debug)]
+pub struct InputArena {
+    writable: OwnedFd,
+    read_only: OwnedFd,
+    capacity: u64,
+}
+
+impl InputArena {
+    /// Creates an arena of `capacity` bytes (at most [`crate::MAX_INPUT_ARENA`]), sealed, with its read-only
+    /// twin for the worker.
+    pub fn new(capacity: u64) -> std::io::Result<InputArena> {
+        if capacity > crate::MAX_INPUT_ARENA {
+            return Err(std::io::Error::other(format!(
+                "an input arena of {capacity} bytes exceeds the limit of {} bytes",
+                crate::MAX_INPUT_ARENA
+            )));
+        }
+        let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        let writable = match rustix::fs::memfd_create("input-arena", base | MemfdFlags::NOEXEC_SEAL)
+        {
+            // Kernels before 6.3 do not know MFD_NOEXEC_SEAL.
+            Err(Errno::INVAL) => rustix::fs::memfd_create("input-arena", base)?,
+            r => r?,
+        };
+        ftruncate(&writable, capacity)?;
+        fcntl_add_seals(&writable, ARENA_SEALS)?;
+        let read_only = rustix::fs::open(
+            format!("/proc/self/fd/{}", writable.as_raw_fd()),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot reopen the input arena read-only: /proc/self/fd: {e}"
+            ))
+        })?;
+        Ok(InputArena {
+            writable,
+            read_only,
+            capacity,
+        })
+    }
+
+    /// Its size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Writes `bytes` at `offset` (the range must lie within the capacity).
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        match offset.checked_add(bytes.len() as u64) {
+            Some(end) if end <= self.capacity => {}
+            _ => {
+                return Err(std::io::Error::other(format!(
+                    "{} bytes at offset {offset} do not fit an input arena of {} bytes",
+                    bytes.len(),
+                    self.capacity
+                )))
+            }
+        }
+        let mut done = 0usize;
+        while done < bytes.len() {
+            match pwrite(&self.writable, &bytes[done..], offset + done as u64) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The read-only fd to hand to the worker.
+    pub fn reader(&self) -> BorrowedFd<'_> {
+        self.read_only.as_fd()
+    }
+}
+
+/// The worker's check before mapping an arena: a regular file carrying [`ARENA_SEALS`] (its size can no longer
+/// change, so a mapping of it cannot fault with SIGBUS); returns the size.
+pub fn arena_size(fd: BorrowedFd<'_>) -> Result<u64> {
+    let what = "input arena";
+    let seals = fcntl_get_seals(fd).map_err(|e| ProtocolError::NotMemfd {
+        what: what.into(),
+        reason: format!("F_GET_SEALS failed: {e}"),
+    })?;
+    if !seals.contains(ARENA_SEALS) {
+        return Err(ProtocolError::MissingSeals {
+            what: what.into(),
+            missing: format!("{:?}", ARENA_SEALS.difference(seals)),
+        });
+    }
+    let st = fstat(fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(ProtocolError::NotMemfd {
+            what: what.into(),
+            reason: "not a regular file".into(),
+        });
+    }
+    u64::try_from(st.st_size).map_err(|_| ProtocolError::NotMemfd {
+        what: what.into(),
+        reason: "negative size".into(),
+    })
+}
+
+/// Reads the bytes of `at` from an arena fd with `pread`, for a reader that does not map the arena; the range
+/// must lie within the arena ([`arena_size`] checks the fd first).
+pub fn read_arena_range(fd: BorrowedFd<'_>, at: ArenaRange) -> Result<Vec<u8>> {
+    let size = arena_size(fd)?;
+    let end = at.offset.checked_add(at.len).filter(|&e| e <= size);
+    let Some(end) = end else {
+        return Err(ProtocolError::TooLong {
+            field: format!("arena range {}+{}", at.offset, at.len),
+            len: at.offset.saturating_add(at.len),
+            max: size as usize,
+        });
+    };
+    let mut out = Vec::with_capacity(at.len as usize);
+    while (out.len() as u64) < at.len {
+        let off = at.offset + out.len() as u64;
+        match rustix::io::pread(fd, rustix::buffer::spare_capacity(&mut out), off) {
+            Ok(0) => {
+                return Err(ProtocolError::DataSizeMismatch {
+                    what: "input arena".into(),
+                    actual: off - at.offset,
+                    expected: end - at.offset,
+                })
+            }
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.truncate(at.len as usize);
+    Ok(out)
+}
