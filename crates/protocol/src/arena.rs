@@ -18,10 +18,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{
-    fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, FileType, MemfdFlags, Mode, OFlags,
-    SealFlags,
-};
+use rustix::fs::{fcntl_add_seals, ftruncate, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::io::{pwrite, Errno};
 
 use crate::error::{ProtocolError, Result};
@@ -114,58 +111,19 @@ impl InputArena {
 /// The worker's check before mapping an arena: a regular file carrying [`ARENA_SEALS`] (its size can no longer
 /// change, so a mapping of it cannot fault with SIGBUS); returns the size.
 pub fn arena_size(fd: BorrowedFd<'_>) -> Result<u64> {
-    let what = "input arena";
-    let seals = fcntl_get_seals(fd).map_err(|e| ProtocolError::NotMemfd {
-        what: what.into(),
-        reason: format!("F_GET_SEALS failed: {e}"),
-    })?;
-    if !seals.contains(ARENA_SEALS) {
-        return Err(ProtocolError::MissingSeals {
-            what: what.into(),
-            missing: format!("{:?}", ARENA_SEALS.difference(seals)),
-        });
-    }
-    let st = fstat(fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(ProtocolError::NotMemfd {
-            what: what.into(),
-            reason: "not a regular file".into(),
-        });
-    }
-    u64::try_from(st.st_size).map_err(|_| ProtocolError::NotMemfd {
-        what: what.into(),
-        reason: "negative size".into(),
-    })
+    crate::memfd::sealed_file_size(fd, "input arena", ARENA_SEALS)
 }
 
 /// Reads the bytes of `at` from an arena fd with `pread`, for a reader that does not map the arena; the range
 /// must lie within the arena ([`arena_size`] checks the fd first).
 pub fn read_arena_range(fd: BorrowedFd<'_>, at: ArenaRange) -> Result<Vec<u8>> {
     let size = arena_size(fd)?;
-    let end = at.offset.checked_add(at.len).filter(|&e| e <= size);
-    let Some(end) = end else {
+    if at.offset.checked_add(at.len).is_none_or(|end| end > size) {
         return Err(ProtocolError::TooLong {
             field: format!("arena range {}+{}", at.offset, at.len),
             len: at.offset.saturating_add(at.len),
             max: size as usize,
         });
-    };
-    let mut out = Vec::with_capacity(at.len as usize);
-    while (out.len() as u64) < at.len {
-        let off = at.offset + out.len() as u64;
-        match rustix::io::pread(fd, rustix::buffer::spare_capacity(&mut out), off) {
-            Ok(0) => {
-                return Err(ProtocolError::DataSizeMismatch {
-                    what: "input arena".into(),
-                    actual: off - at.offset,
-                    expected: end - at.offset,
-                })
-            }
-            Ok(_) => {}
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
     }
-    out.truncate(at.len as usize);
-    Ok(out)
+    crate::memfd::pread_vec(fd, "input arena", at.offset, at.len as usize)
 }

@@ -142,11 +142,16 @@ pub fn sealed_size(fd: BorrowedFd<'_>, what: &str) -> Result<u64> {
 }
 
 fn check_sealed(fd: BorrowedFd<'_>, what: &str) -> Result<u64> {
+    sealed_file_size(fd, what, REQUIRED_SEALS)
+}
+
+/// The size of `fd`, once it is known to be a regular file carrying at least the seals `required`.
+pub(crate) fn sealed_file_size(fd: BorrowedFd<'_>, what: &str, required: SealFlags) -> Result<u64> {
     let seals = fcntl_get_seals(fd).map_err(|e| ProtocolError::NotMemfd {
         what: what.to_owned(),
         reason: format!("F_GET_SEALS failed: {e}"),
     })?;
-    let missing = REQUIRED_SEALS.difference(seals);
+    let missing = required.difference(seals);
     if !missing.is_empty() {
         return Err(ProtocolError::MissingSeals {
             what: what.to_owned(),
@@ -166,36 +171,43 @@ fn check_sealed(fd: BorrowedFd<'_>, what: &str) -> Result<u64> {
     })
 }
 
-/// Reads exactly `len` bytes from offset 0 with `pread`, in chunks, passing
-/// each chunk to `sink`.
-fn pread_exact(
+/// Reads exactly `len` bytes at `offset` with `pread`, straight into the result (one copy, no staging buffer).
+/// `what` names the file in the error when it ends early.
+pub(crate) fn pread_vec(
     fd: BorrowedFd<'_>,
     what: &str,
+    offset: u64,
     len: usize,
-    mut sink: impl FnMut(&[u8]),
-) -> Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let mut buf = vec![0u8; CHUNK.min(len)];
-    let mut off = 0usize;
-    while off < len {
-        let want = CHUNK.min(len - off);
-        match pread(fd, &mut buf[..want], off as u64) {
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let done = out.len() as u64;
+        match pread(fd, rustix::buffer::spare_capacity(&mut out), offset + done) {
             Ok(0) => {
                 return Err(ProtocolError::DataSizeMismatch {
                     what: what.to_owned(),
-                    actual: off as u64,
+                    actual: done,
                     expected: len as u64,
                 })
             }
-            Ok(n) => {
-                sink(&buf[..n]);
-                off += n;
-            }
+            Ok(_) => {}
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    out.truncate(len);
+    Ok(out)
+}
+
+/// The byte size of the tensor `header` describes, after checking its dims against `limits`.
+fn tensor_byte_len(what: &str, header: &TensorHeader, limits: &Limits) -> Result<usize> {
+    let elements = limits.check_shape(what, &header.dims)?;
+    elements
+        .checked_mul(4)
+        .ok_or_else(|| ProtocolError::ShapeOverflow {
+            what: what.to_owned(),
+            dims: header.dims.iter().map(|&d| d.into()).collect(),
+        })
 }
 
 /// Reads a tensor described by `header` from a sealed memfd.
@@ -208,13 +220,7 @@ fn pread_exact(
 /// and the flat index.
 pub fn read_sealed_tensor(fd: impl AsFd, header: &TensorHeader, limits: &Limits) -> Result<Tensor> {
     let what = format!("tensor '{}'", display_name(&header.name));
-    let elements = limits.check_shape(&what, &header.dims)?;
-    let expected = elements
-        .checked_mul(4)
-        .ok_or_else(|| ProtocolError::ShapeOverflow {
-            what: what.clone(),
-            dims: header.dims.iter().map(|&d| d.into()).collect(),
-        })?;
+    let expected = tensor_byte_len(&what, header, limits)?;
     let fd = fd.as_fd();
     let size = check_sealed(fd, &what)?;
     if size != expected as u64 {
@@ -224,36 +230,7 @@ pub fn read_sealed_tensor(fd: impl AsFd, header: &TensorHeader, limits: &Limits)
             expected: expected as u64,
         });
     }
-    let mut data = Vec::with_capacity(elements);
-    let mut carry: Vec<u8> = Vec::with_capacity(4);
-    pread_exact(fd, &what, expected, |mut chunk| {
-        // pread may return lengths that are not multiples of 4.
-        if !carry.is_empty() {
-            let take = (4 - carry.len()).min(chunk.len());
-            carry.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if carry.len() == 4 {
-                data.push(f32::from_le_bytes([carry[0], carry[1], carry[2], carry[3]]));
-                carry.clear();
-            }
-        }
-        let mut words = chunk.chunks_exact(4);
-        data.extend(
-            words
-                .by_ref()
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        carry.extend_from_slice(words.remainder());
-    })?;
-    if limits.reject_non_finite {
-        if let Some((index, &value)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(ProtocolError::NonFinite { what, index, value });
-        }
-    }
-    Ok(Tensor {
-        dims: header.dims.iter().map(|&d| d as usize).collect(),
-        data,
-    })
+    tensor_from_le_bytes(header, limits, &pread_vec(fd, &what, 0, expected)?)
 }
 
 /// Builds the tensor described by `header` from little-endian bytes (e.g. a range of the input arena), with the
@@ -265,13 +242,7 @@ pub fn tensor_from_le_bytes(
     bytes: &[u8],
 ) -> Result<Tensor> {
     let what = format!("tensor '{}'", display_name(&header.name));
-    let elements = limits.check_shape(&what, &header.dims)?;
-    let expected = elements
-        .checked_mul(4)
-        .ok_or_else(|| ProtocolError::ShapeOverflow {
-            what: what.clone(),
-            dims: header.dims.iter().map(|&d| d.into()).collect(),
-        })?;
+    let expected = tensor_byte_len(&what, header, limits)?;
     if bytes.len() != expected {
         return Err(ProtocolError::DataSizeMismatch {
             what,
@@ -308,24 +279,5 @@ pub fn read_sealed_bytes(fd: impl AsFd, what: &str, max_len: usize) -> Result<Ve
         });
     }
     // size <= max_len, a usize.
-    let len = size as usize;
-    // Straight into the result: no zeroed staging buffer, one copy.
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let off = out.len();
-        match pread(fd, rustix::buffer::spare_capacity(&mut out), off as u64) {
-            Ok(0) => {
-                return Err(ProtocolError::DataSizeMismatch {
-                    what: what.to_owned(),
-                    actual: off as u64,
-                    expected: len as u64,
-                })
-            }
-            Ok(_) => {}
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.truncate(len);
-    Ok(out)
+    pread_vec(fd, what, 0, size as usize)
 }
