@@ -12,7 +12,8 @@
 //! * channel attacks on the supervisor: `hello_wrong_id`, `wrong_reply_id`, `duplicate_reply`,
 //!   `fds_attached`, `length_huge`, `dims_overflow`, `too_many_axes`, `zero_dims`, `result_dims_overflow`,
 //!   `result_nan`, `result_length_mismatch`, `truncate_memfd`, `flood`, `escape_text`, `invalid_utf8`,
-//!   `huge_stderr`, `exit0`, `silence`, `grandchild_holds_socket`, `fork_bomb`.
+//!   `huge_stderr`, `exit0`, `silence`, `grandchild_holds_socket`, `fork_bomb`;
+//! * `arena_refused_once` — fails to adopt the first input arena it is sent (as if mapping it failed).
 //!
 //! Interlock: it does nothing unless it is pid 1 of its own pid namespace (i.e. inside the sandbox).
 use caffe_sandbox_protocol::{
@@ -62,6 +63,7 @@ fn main() {
         }
         park();
     }
+    let mut arena_refused = false;
     loop {
         let (msg, fds) = match ch.recv(None) {
             Ok(m) => m,
@@ -72,6 +74,18 @@ fn main() {
         match msg.body {
             ToWorker::Shutdown => std::process::exit(0),
             ToWorker::LoadModel { .. } => on_load(&ch, id, &attack, inference.as_deref()),
+            // A worker that could not adopt the input arena it was sent (e.g. mapping it failed): it answers
+            // the request with an error, and later ones only if they bring the arena again.
+            ToWorker::Infer { new_arena, .. } if attack == "arena_refused_once" => {
+                if new_arena && !arena_refused {
+                    arena_refused = true;
+                    report(&ch, id, "arena", "cannot map the input arena");
+                } else if new_arena {
+                    on_infer(&ch, id, "benign");
+                } else {
+                    report(&ch, id, "arena", "no input arena");
+                }
+            }
             ToWorker::Infer { .. } => on_infer(&ch, id, &attack),
         }
     }

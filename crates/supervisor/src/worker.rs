@@ -574,6 +574,10 @@ impl Worker {
         }
         self.arena_sent = true;
         let (body, out_fds) = self.reply(id, deadline)?;
+        if new_arena && matches!(body, FromWorker::Error { .. }) {
+            // The worker may not have adopted the arena (e.g. it could not map it): send it again next time.
+            self.arena_sent = false;
+        }
         match body {
             FromWorker::InferResult { outputs } => {
                 let mut result = Vec::with_capacity(outputs.len());

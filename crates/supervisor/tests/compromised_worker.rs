@@ -275,6 +275,22 @@ fn the_double_is_a_working_worker_threads_work_and_results_arrive() {
     w.shutdown();
 }
 
+#[test]
+fn an_input_arena_the_worker_could_not_adopt_is_sent_again() {
+    let mut w = Worker::start(&cfg("arena_refused_once"), deadlines()).expect("start");
+    w.load(&probe::dummy_bundle()).expect("load");
+    let first = w.infer(&tensor());
+    assert!(
+        matches!(&first, Err(Error::BadModel { message, .. }) if message.contains("cannot map the input arena")),
+        "{first:?}"
+    );
+    let out = w
+        .infer(&tensor())
+        .expect("the next request brings the arena again");
+    assert_eq!(out[0].data, vec![1.0, 2.0, 3.0]);
+    w.shutdown();
+}
+
 fn tensor() -> Vec<Input> {
     vec![Input::Tensor {
         name: "data".into(),
