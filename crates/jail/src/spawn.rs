@@ -8,6 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+
 use crate::proto::{self, Decoded, Stage2ExecFilter, Stage2Msg, Stage2Spec};
 use crate::sys::{self, check};
 use crate::userns::{self, ChildPlan};
@@ -683,64 +686,54 @@ enum Chunk {
     Nothing,
 }
 
-/// Waits up to `wait_ms` for `fd` and appends what one `read` returns.
-fn read_chunk(fd: &OwnedFd, wait_ms: libc::c_int, out: &mut Vec<u8>) -> Result<Chunk, JailError> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-    if r == -1 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(Chunk::Nothing);
-        }
-        return Err(JailError::sys("poll report pipe", e));
+/// Polls `fds` for input for up to `wait`; `false` when nothing became ready (timeout or EINTR).
+fn poll_in(fds: &mut [PollFd<'_>], wait: Duration) -> Result<bool, JailError> {
+    let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    match poll(fds, Some(&timeout)) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::INTR) => Ok(false),
+        Err(e) => Err(JailError::sys("poll report pipe", e.into())),
     }
-    if r == 0 {
+}
+
+/// Waits up to `wait` for `fd` and appends what one `read` returns.
+fn read_chunk(fd: &OwnedFd, wait: Duration, out: &mut Vec<u8>) -> Result<Chunk, JailError> {
+    if !poll_in(&mut [PollFd::new(fd, PollFlags::IN)], wait)? {
         return Ok(Chunk::Nothing);
     }
     let mut chunk = [0u8; 8192];
-    // SAFETY: reading into a stack buffer of the given length.
-    let n = unsafe {
-        libc::read(
-            fd.as_raw_fd(),
-            chunk.as_mut_ptr() as *mut libc::c_void,
-            chunk.len(),
-        )
+    let n = match rustix::io::read(fd, &mut chunk) {
+        Ok(n) => n,
+        Err(Errno::INTR) => return Ok(Chunk::Nothing),
+        Err(e) => return Err(JailError::sys("read report pipe", e.into())),
     };
-    if n == -1 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(Chunk::Nothing);
-        }
-        return Err(JailError::sys("read report pipe", e));
-    }
     if n == 0 {
         return Ok(Chunk::Eof);
     }
-    out.extend_from_slice(&chunk[..n as usize]);
+    out.extend_from_slice(&chunk[..n]);
     if out.len() > proto::MAX_FRAME * 2 {
         return Err(JailError::Setup("stage 2 report too large".into()));
     }
     Ok(Chunk::Data)
 }
 
-fn millis_left(deadline: Instant, timeout: Duration) -> Result<libc::c_int, JailError> {
+/// The time left until `deadline`, or the timeout error once it has passed.
+fn time_left(deadline: Instant, timeout: Duration) -> Result<Duration, JailError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(JailError::Timeout(timeout));
     }
-    Ok(left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int)
+    Ok(left)
 }
 
 fn read_to_eof(fd: &OwnedFd, timeout: Duration) -> Result<Vec<u8>, JailError> {
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     loop {
-        let wait = millis_left(deadline, timeout)?;
+        let wait = time_left(deadline, timeout)?;
         if let Chunk::Eof = read_chunk(fd, wait, &mut out)? {
             return Ok(out);
         }
@@ -758,32 +751,20 @@ fn read_until_listener(
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     loop {
-        let wait = millis_left(deadline, timeout)?;
+        let wait = time_left(deadline, timeout)?;
         let mut pfd = [
-            libc::pollfd {
-                fd: report.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(report, PollFlags::IN),
+            PollFd::new(sock, PollFlags::IN),
         ];
-        // SAFETY: two valid pollfds.
-        let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, wait) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(JailError::sys("poll report pipe", e));
+        if !poll_in(&mut pfd, wait)? {
+            continue;
         }
-        if pfd[1].revents != 0 {
+        let (report_ready, sock_ready) =
+            (!pfd[0].revents().is_empty(), !pfd[1].revents().is_empty());
+        if sock_ready {
             match exec_filter::recv_listener(sock.as_fd()) {
                 Ok(Some(listener)) => {
-                    while let Chunk::Data = read_chunk(report, 0, &mut out)? {}
+                    while let Chunk::Data = read_chunk(report, Duration::ZERO, &mut out)? {}
                     return Ok((out, Some(listener)));
                 }
                 Ok(None) => {
@@ -796,8 +777,8 @@ fn read_until_listener(
                 Err(e) => return Err(JailError::Setup(format!("seccomp listener hand-over: {e}"))),
             }
         }
-        if pfd[0].revents != 0 {
-            if let Chunk::Eof = read_chunk(report, 0, &mut out)? {
+        if report_ready {
+            if let Chunk::Eof = read_chunk(report, Duration::ZERO, &mut out)? {
                 return Ok((out, None));
             }
         }
