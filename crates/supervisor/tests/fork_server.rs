@@ -11,13 +11,14 @@ use caffe_sandbox_supervisor::seccomp_watch::confirm_from_kernel;
 use caffe_sandbox_supervisor::{
     Deadlines, Error, FirewallMode, Input, LaunchConfig, Layer, ModelBundle, Worker, WorkerFailure,
 };
-use caffe_sandbox_testkit::{built, open_nsfw_dir, repo, sample, tmpdir, TempDir};
+use caffe_sandbox_testkit::{
+    built, is_root, open_nsfw_dir, repo, rerun_as_nobody, sample, tmpdir, TempDir,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const UNPRIV_ENV: &str = "CS_FORK_SERVER_TEST_UNPRIVILEGED";
 const HELPER_ENV: &str = "CS_FORK_SERVER_TEST_HELPER";
 
 fn cfg(fork_server: bool) -> LaunchConfig {
@@ -37,33 +38,12 @@ fn deadlines() -> Deadlines {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Runs `body` as the invoking user and, when that is root, reruns this very test as uid/gid 65534 (the
 /// rootless path through user namespaces), which must pass too.
 fn as_root_and_unprivileged(test: &str, body: impl Fn()) {
     body();
-    if is_root() && std::env::var_os(UNPRIV_ENV).is_none() {
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(UNPRIV_ENV, "1")
-            .env("CAFFE_PREFIX", repo().join(".cache/caffe/prefix"))
-            .output()
-            .expect("setpriv (util-linux) is needed for the unprivileged rerun");
-        let all = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && all.contains("1 passed"),
-            "unprivileged rerun of {test} failed:\n{all}"
-        );
+    if is_root() {
+        rerun_as_nobody(test);
     }
 }
 
