@@ -18,8 +18,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{fcntl_add_seals, ftruncate, MemfdFlags, Mode, OFlags, SealFlags};
-use rustix::io::{pwrite, Errno};
+use rustix::fs::{fcntl_add_seals, ftruncate, Mode, OFlags, SealFlags};
 
 use crate::error::{ProtocolError, Result};
 use crate::message::ArenaRange;
@@ -47,13 +46,7 @@ impl InputArena {
                 crate::MAX_INPUT_ARENA
             )));
         }
-        let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-        let writable = match rustix::fs::memfd_create("input-arena", base | MemfdFlags::NOEXEC_SEAL)
-        {
-            // Kernels before 6.3 do not know MFD_NOEXEC_SEAL.
-            Err(Errno::INVAL) => rustix::fs::memfd_create("input-arena", base)?,
-            r => r?,
-        };
+        let writable = crate::memfd::new_memfd("input-arena")?;
         ftruncate(&writable, capacity)?;
         fcntl_add_seals(&writable, ARENA_SEALS)?;
         let read_only = rustix::fs::open(
@@ -90,16 +83,7 @@ impl InputArena {
                 )))
             }
         }
-        let mut done = 0usize;
-        while done < bytes.len() {
-            match pwrite(&self.writable, &bytes[done..], offset + done as u64) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        crate::memfd::pwrite_all(self.writable.as_fd(), bytes, offset)
     }
 
     /// The read-only fd to hand to the worker.

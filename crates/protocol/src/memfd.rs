@@ -100,24 +100,36 @@ pub fn create_sealed_memfd(name: &str, data: &[u8]) -> std::io::Result<OwnedFd> 
     while label.len() > 200 {
         label.pop();
     }
-    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    let fd = match rustix::fs::memfd_create(&label, base | MemfdFlags::NOEXEC_SEAL) {
-        // Kernels before 6.3 do not know MFD_NOEXEC_SEAL.
-        Err(Errno::INVAL) => rustix::fs::memfd_create(&label, base)?,
-        r => r?,
-    };
+    let fd = new_memfd(&label)?;
     ftruncate(&fd, data.len() as u64)?;
-    let mut off = 0usize;
-    while off < data.len() {
-        match pwrite(&fd, &data[off..], off as u64) {
+    pwrite_all(fd.as_fd(), data, 0)?;
+    fcntl_add_seals(&fd, REQUIRED_SEALS)?;
+    Ok(fd)
+}
+
+/// A new memfd that can be sealed (`MFD_CLOEXEC | MFD_ALLOW_SEALING`, plus `MFD_NOEXEC_SEAL` where the kernel
+/// knows it).
+pub(crate) fn new_memfd(label: &str) -> std::io::Result<OwnedFd> {
+    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    match rustix::fs::memfd_create(label, base | MemfdFlags::NOEXEC_SEAL) {
+        // Kernels before 6.3 do not know MFD_NOEXEC_SEAL.
+        Err(Errno::INVAL) => Ok(rustix::fs::memfd_create(label, base)?),
+        r => Ok(r?),
+    }
+}
+
+/// Writes all of `bytes` at `offset` with `pwrite` (the file offset stays where it is).
+pub(crate) fn pwrite_all(fd: BorrowedFd<'_>, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        match pwrite(fd, &bytes[done..], offset + done as u64) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => off += n,
+            Ok(n) => done += n,
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    fcntl_add_seals(&fd, REQUIRED_SEALS)?;
-    Ok(fd)
+    Ok(())
 }
 
 fn seal_names(seals: SealFlags) -> String {
