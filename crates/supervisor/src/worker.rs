@@ -898,7 +898,7 @@ fn is_allocation_failure(message: &str) -> bool {
     message.contains("std::bad_alloc") || message.contains("Cannot allocate memory")
 }
 
-/// A sealed memfd holding `bytes` (the worker can neither change nor resize it).
+/// The name of a worker message's kind, for protocol-violation reports.
 fn kind_of(b: &FromWorker) -> &'static str {
     match b {
         FromWorker::Hello { .. } => "Hello",

@@ -57,7 +57,7 @@ fn an_input_the_model_does_not_have_is_a_bad_input_naming_it() {
     let mut w = loaded_worker();
     let input = Input::Image {
         name: "pixels".into(),
-        bytes: b"\\x89PNG".to_vec(),
+        bytes: b"\x89PNG".to_vec(),
     };
     match w.infer(&[input]) {
         Err(Error::BadInput { message, input }) => {
