@@ -18,7 +18,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{fcntl_add_seals, ftruncate, Mode, OFlags, SealFlags};
+use rustix::fs::{fallocate, fcntl_add_seals, ftruncate, FallocateFlags, Mode, OFlags, SealFlags};
 
 use crate::error::{ProtocolError, Result};
 use crate::message::ArenaRange;
@@ -84,6 +84,22 @@ impl InputArena {
             }
         }
         crate::memfd::pwrite_all(self.writable.as_fd(), bytes, offset)
+    }
+
+    /// Gives the arena's pages from `keep` to its end back to the kernel (`fallocate(PUNCH_HOLE)`; the seals
+    /// allow it, `F_SEAL_WRITE` would not): they read as zeros until written again, and the size stays, so the
+    /// worker's mapping stays valid. Without it, one request with large inputs would keep its pages allocated
+    /// for as long as the worker lives.
+    pub fn release_above(&self, keep: u64) -> std::io::Result<()> {
+        if keep < self.capacity {
+            fallocate(
+                &self.writable,
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                keep,
+                self.capacity - keep,
+            )?;
+        }
+        Ok(())
     }
 
     /// The read-only fd to hand to the worker.

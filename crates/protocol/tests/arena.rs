@@ -94,3 +94,55 @@ fn readers_refuse_unsealed_files_and_ranges_outside_the_arena() {
     }
     assert!(InputArena::new(caffe_sandbox_protocol::MAX_INPUT_ARENA + 1).is_err());
 }
+
+/// Bytes of memory the file behind `fd` holds (st_blocks is in 512-byte units).
+fn allocated(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    rustix::fs::fstat(fd).unwrap().st_blocks as u64 * 512
+}
+
+#[test]
+fn pages_above_the_kept_part_go_back_to_the_kernel_and_read_as_zeros() {
+    const MIB: u64 = 1 << 20;
+    let arena = InputArena::new(16 * MIB).unwrap();
+    let big = vec![0xA5u8; 8 * MIB as usize];
+    arena.write_at(0, &big).unwrap();
+    assert!(allocated(arena.reader()) >= 8 * MIB);
+    arena.release_above(MIB).unwrap();
+    assert!(
+        allocated(arena.reader()) <= MIB,
+        "{} bytes still allocated",
+        allocated(arena.reader())
+    );
+    assert_eq!(
+        arena_size(arena.reader()).unwrap(),
+        16 * MIB,
+        "the size stays"
+    );
+    let kept = read_arena_range(
+        arena.reader(),
+        ArenaRange {
+            offset: 0,
+            len: MIB,
+        },
+    )
+    .unwrap();
+    assert!(
+        kept.iter().all(|&b| b == 0xA5),
+        "the kept part keeps its bytes"
+    );
+    let above = ArenaRange {
+        offset: MIB,
+        len: MIB,
+    };
+    assert!(read_arena_range(arena.reader(), above)
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+    // Written again, the released part holds the new bytes.
+    arena.write_at(MIB, &big[..MIB as usize]).unwrap();
+    assert!(read_arena_range(arena.reader(), above)
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0xA5));
+    arena.release_above(16 * MIB).unwrap(); // nothing above the end: nothing to do
+}

@@ -18,6 +18,11 @@ use serde::Serialize;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+/// The part of a worker's input arena whose pages stay allocated between requests: enough for a batch of
+/// photos or a few 224×224 tensors. Pages a larger request wrote above it are given back after its reply, so a
+/// pool of workers does not keep one large request's memory each for as long as the workers live.
+pub const ARENA_KEPT_BYTES: u64 = 16 << 20;
+
 /// Deadlines the supervisor enforces with its own clock.
 #[derive(Debug, Clone, Serialize)]
 pub struct Deadlines {
@@ -555,6 +560,7 @@ impl Worker {
             }
         }
         let (specs, new_arena) = self.place_inputs(pending)?;
+        let inputs_end = specs.iter().map(|s| s.at().offset + s.at().len).max();
         let id = self.next_request_id();
         let deadline = Instant::now() + self.deadlines.request;
         let msg = Message::new(
@@ -573,7 +579,11 @@ impl Worker {
             return Err(self.fail(Some(e)));
         }
         self.arena_sent = true;
-        let (body, out_fds) = self.reply(id, deadline)?;
+        let reply = self.reply(id, deadline);
+        if inputs_end.unwrap_or(0) > ARENA_KEPT_BYTES {
+            self.release_arena_pages();
+        }
+        let (body, out_fds) = reply?;
         if new_arena && matches!(body, FromWorker::Error { .. }) {
             // The worker may not have adopted the arena (e.g. it could not map it): send it again next time.
             self.arena_sent = false;
@@ -664,6 +674,17 @@ impl Worker {
             specs.push(spec);
         }
         Ok((specs, !self.arena_sent))
+    }
+
+    /// After a request whose inputs reached beyond [`ARENA_KEPT_BYTES`] into the arena: gives those pages back
+    /// (see `InputArena::release_above`). Should that fail, the arena is dropped instead; the next request makes
+    /// a new one and sends it, and the worker's mapping of this one goes when that arrives.
+    fn release_arena_pages(&mut self) {
+        if let Some(arena) = &self.arena {
+            if arena.release_above(ARENA_KEPT_BYTES).is_err() {
+                self.arena = None;
+            }
+        }
     }
 
     /// Asks the worker to exit, then makes sure it did.

@@ -131,3 +131,51 @@ fn results_do_not_depend_on_earlier_requests_or_on_the_arena_growing() {
     ));
     w.shutdown();
 }
+
+/// The memfds of input arenas this process holds, with their size and the bytes they keep allocated.
+fn input_arenas() -> Vec<(u64, u64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_arena = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:input-arena"));
+        // Another test's worker may close its fds meanwhile: what cannot be opened any more is skipped.
+        if let (true, Ok(meta)) = (is_arena, std::fs::metadata(entry.path())) {
+            use std::os::unix::fs::MetadataExt;
+            found.push((meta.size(), meta.blocks() * 512));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_large_request_does_not_keep_its_arena_pages_allocated() {
+    use caffe_sandbox_supervisor::worker::ARENA_KEPT_BYTES;
+    let mut w = loaded_worker();
+    // 20 MiB that are no image: the worker answers with a decode error after reading them from its arena, which
+    // grows to 32 MiB (no other test makes one that large).
+    let junk = Input::Image {
+        name: "data".into(),
+        bytes: vec![0x5A; 20 << 20],
+    };
+    match w.infer(&[junk]) {
+        Err(Error::BadInput { message, .. }) if message.starts_with("ImageDecode") => {}
+        other => panic!("expected an image decode error, got {other:?}"),
+    }
+    let large: Vec<(u64, u64)> = input_arenas()
+        .into_iter()
+        .filter(|&(size, _)| size == 32 << 20)
+        .collect();
+    assert!(!large.is_empty(), "no 32 MiB input arena found");
+    for (_, allocated) in &large {
+        assert!(
+            *allocated <= ARENA_KEPT_BYTES,
+            "the arena still holds {allocated} bytes after the request"
+        );
+    }
+    // The worker still reads the next request's bytes right, in the same arena.
+    assert!(close(
+        &prob(w.infer(&[chelsea()]).unwrap()).data,
+        &prob(loaded_worker().infer(&[chelsea()]).unwrap()).data
+    ));
+    w.shutdown();
+}
